@@ -1,0 +1,264 @@
+"""Canonical business objects (v1): the shape every connector maps to and from.
+
+Ids: ``id`` is Syncline's canonical id; ``source`` says which system and record it came from.
+Amounts are :class:`~syncline.canonical.money.Money`. Times are timezone-aware UTC datetimes;
+calendar dates (service periods, due dates) are dates.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from syncline.canonical.money import CurrencyCode, Money
+
+
+class _Canonical(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceRef(_Canonical):
+    """Where a canonical object came from: system (connection), object type and its own id."""
+
+    system: str
+    object_type: str
+    external_id: str
+
+
+class Address(_Canonical):
+    line1: str | None = None
+    line2: str | None = None
+    city: str | None = None
+    region: str | None = None
+    postal_code: str | None = None
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
+
+
+class LegalEntity(_Canonical):
+    """A company of the group that books revenue (NetSuite subsidiary, SAP company code)."""
+
+    id: str
+    name: str
+    country: str = Field(pattern=r"^[A-Z]{2}$")
+    functional_currency: CurrencyCode
+
+
+class Account(_Canonical):
+    """A customer: the billing/CRM account."""
+
+    object_type: Literal["account"] = "account"
+    id: str
+    source: SourceRef
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    currency: CurrencyCode | None = None
+    address: Address | None = None
+    tax_exempt: bool = False
+    tax_ids: list[str] = Field(default_factory=list)
+    legal_entity_id: str | None = None
+    deleted: bool = False
+
+
+class Contact(_Canonical):
+    object_type: Literal["contact"] = "contact"
+    id: str
+    source: SourceRef
+    account_id: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    email: str | None = None
+
+
+class Product(_Canonical):
+    object_type: Literal["product"] = "product"
+    id: str
+    source: SourceRef
+    name: str
+    active: bool = True
+    sku: str | None = None
+
+
+class Interval(StrEnum):
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+    YEAR = "year"
+
+
+class Price(_Canonical):
+    object_type: Literal["price"] = "price"
+    id: str
+    source: SourceRef
+    product_id: str
+    unit_amount: Money
+    interval: Interval | None = None
+    interval_count: int = 1
+
+
+class SubscriptionStatus(StrEnum):
+    TRIALING = "trialing"
+    ACTIVE = "active"
+    PAST_DUE = "past_due"
+    PAUSED = "paused"
+    CANCELED = "canceled"
+    INCOMPLETE = "incomplete"
+
+
+class SubscriptionItem(_Canonical):
+    price_id: str
+    quantity: int = Field(ge=0)
+
+
+class Subscription(_Canonical):
+    object_type: Literal["subscription"] = "subscription"
+    id: str
+    source: SourceRef
+    account_id: str
+    status: SubscriptionStatus
+    currency: CurrencyCode
+    items: list[SubscriptionItem]
+    current_period_start: datetime | None = None
+    current_period_end: datetime | None = None
+    cancel_at: datetime | None = None
+
+
+class TaxLine(_Canonical):
+    amount: Money
+    rate_basis_points: int | None = Field(default=None, description="19 % = 1900")
+    jurisdiction: str | None = None
+    tax_code: str | None = None
+
+
+class ServicePeriod(_Canonical):
+    start: date
+    end: date
+
+
+class InvoiceLine(_Canonical):
+    id: str
+    description: str | None = None
+    amount: Money = Field(description="line amount before tax")
+    quantity: int | None = None
+    product_id: str | None = None
+    price_id: str | None = None
+    period: ServicePeriod | None = None
+    taxes: list[TaxLine] = Field(default_factory=list)
+
+
+class InvoiceStatus(StrEnum):
+    DRAFT = "draft"
+    OPEN = "open"
+    PAID = "paid"
+    VOID = "void"
+    UNCOLLECTIBLE = "uncollectible"
+
+
+class Invoice(_Canonical):
+    object_type: Literal["invoice"] = "invoice"
+    id: str
+    source: SourceRef
+    account_id: str
+    number: str | None = None
+    status: InvoiceStatus
+    currency: CurrencyCode
+    subtotal: Money
+    tax: Money
+    total: Money
+    amount_paid: Money
+    amount_due: Money
+    issued_at: datetime | None = None
+    due_date: date | None = None
+    subscription_id: str | None = None
+    lines: list[InvoiceLine]
+    legal_entity_id: str | None = None
+
+
+class CreditMemoLine(_Canonical):
+    id: str
+    description: str | None = None
+    amount: Money
+    invoice_line_id: str | None = None
+
+
+class CreditMemo(_Canonical):
+    object_type: Literal["credit_memo"] = "credit_memo"
+    id: str
+    source: SourceRef
+    account_id: str
+    invoice_id: str | None = None
+    number: str | None = None
+    currency: CurrencyCode
+    total: Money
+    reason: str | None = None
+    issued_at: datetime
+    lines: list[CreditMemoLine]
+
+
+class PaymentStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    PENDING = "pending"
+
+
+class Payment(_Canonical):
+    object_type: Literal["payment"] = "payment"
+    id: str
+    source: SourceRef
+    account_id: str | None = None
+    invoice_id: str | None = None
+    amount: Money
+    amount_refunded: Money
+    status: PaymentStatus
+    paid_at: datetime
+    method: str | None = None
+    failure_reason: str | None = None
+
+
+class Refund(_Canonical):
+    object_type: Literal["refund"] = "refund"
+    id: str
+    source: SourceRef
+    payment_id: str
+    account_id: str | None = None
+    invoice_id: str | None = None
+    amount: Money
+    reason: str | None = None
+    refunded_at: datetime
+
+
+class Payout(_Canonical):
+    object_type: Literal["payout"] = "payout"
+    id: str
+    source: SourceRef
+    amount: Money
+    fees: Money | None = None
+    arrival_date: date
+    paid_at: datetime
+
+
+class JournalLine(_Canonical):
+    account: str
+    debit: Money | None = None
+    credit: Money | None = None
+    memo: str | None = None
+    source_document: str | None = None
+
+
+class JournalEntry(_Canonical):
+    object_type: Literal["journal_entry"] = "journal_entry"
+    id: str
+    legal_entity_id: str
+    currency: CurrencyCode
+    posting_date: date
+    memo: str | None = None
+    lines: list[JournalLine]
+
+
+CanonicalObject = (
+    Account | Contact | Product | Price | Subscription | Invoice | CreditMemo | Payment | Refund
+    | Payout | JournalEntry
+)

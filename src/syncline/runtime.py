@@ -1,0 +1,142 @@
+"""Wire configuration, store, connectors, router and workers into one running Syncline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+import structlog
+from sqlalchemy import Engine, func, select
+
+from syncline.config import SynclineConfig
+from syncline.connectors.base import ConnectionSettings, Connector, ConnectorRegistry, Limits
+from syncline.observe import metrics
+from syncline.pipeline.breaker import CircuitBreaker
+from syncline.pipeline.budget import Budget
+from syncline.pipeline.delivery import DeliveryWorker
+from syncline.pipeline.normalize import normalize_batch
+from syncline.pipeline.retry import RetryPolicy
+from syncline.pipeline.routing import Router
+from syncline.store import create_store_engine, deliveries, inbox, migrate
+
+log = structlog.get_logger("syncline.runtime")
+
+
+def default_registry() -> ConnectorRegistry:
+    """Return the registry of the connectors that ship with Syncline."""
+    from syncline.connectors.netsuite import NetSuiteConnector
+    from syncline.connectors.stripe import StripeConnector
+
+    return ConnectorRegistry([StripeConnector, NetSuiteConnector])
+
+
+class Syncline:
+    """One Syncline instance: its store, connections, routes and workers."""
+
+    def __init__(
+        self,
+        config: SynclineConfig,
+        *,
+        registry: ConnectorRegistry | None = None,
+        engine: Engine | None = None,
+        durable: bool = True,
+    ) -> None:
+        self.config = config
+        self.engine = engine or create_store_engine(config.store, durable=durable)
+        registry = registry or default_registry()
+        self.connectors: dict[str, Connector] = {}
+        self.limits: dict[str, Limits] = {}
+        self.budgets: dict[str, Budget] = {}
+        self.breakers: dict[str, CircuitBreaker] = {}
+        for name, conn in config.connections.items():
+            cls = registry.get(conn.vendor)
+            settings = ConnectionSettings(
+                name=name, vendor=conn.vendor, base_url=conn.base_url, secrets=conn.secrets, options=conn.options
+            )
+            connector = cls(settings)
+            declared = cls.default_limits
+            overrides = {k: v for k, v in conn.budget.model_dump().items() if v is not None}
+            limits = replace(declared, **overrides)
+            self.connectors[name] = connector
+            self.limits[name] = limits
+            self.budgets[name] = Budget(limits.concurrency, limits.rate_per_second)
+            self.breakers[name] = CircuitBreaker(
+                config.pipeline.breaker_failures, config.pipeline.breaker_cooldown_seconds
+            )
+        self.router = Router(config.routes, self.connectors)
+        retry = config.retry
+        self.policy = RetryPolicy(retry.max_attempts, retry.base_seconds, retry.cap_seconds,
+                                  retry.dependency_max_attempts)
+        self.inbox_arrived = asyncio.Event()
+        self.workers: list[DeliveryWorker] = []
+
+    def migrate(self) -> None:
+        """Create or upgrade the store schema."""
+        migrate(self.engine)
+
+    def delivery_targets(self) -> list[str]:
+        """Connections some route delivers to."""
+        return sorted({route.deliver.connection for route in self.config.routes})
+
+    def make_workers(self, *, lease_seconds: float | None = None) -> list[DeliveryWorker]:
+        lease = lease_seconds or self.config.pipeline.lease_seconds
+        self.workers = [
+            DeliveryWorker(
+                self.engine, self.connectors[name], limits=self.limits[name], budget=self.budgets[name],
+                breaker=self.breakers[name], policy=self.policy, lease_seconds=lease,
+            )
+            for name in self.delivery_targets()
+        ]
+        return self.workers
+
+    async def normalize_loop(self, stop: asyncio.Event, *, poll_seconds: float = 0.05) -> None:
+        """Normalize inbox batches until ``stop``; wake the delivery workers after each one."""
+        batch_size = self.config.pipeline.batch_size
+        while not stop.is_set():
+            stats = await asyncio.to_thread(normalize_batch, self.engine, self.connectors, self.router,
+                                            limit=batch_size)
+            if stats.claimed:
+                metrics.normalized.labels("done").inc(stats.claimed - stats.ignored - stats.parked)
+                metrics.normalized.labels("ignored").inc(stats.ignored)
+                metrics.normalized.labels("parked").inc(stats.parked)
+                for worker in self.workers:
+                    worker.wakeup.set()
+                continue
+            self.inbox_arrived.clear()
+            try:
+                await asyncio.wait_for(self.inbox_arrived.wait(), timeout=poll_seconds)
+            except TimeoutError:
+                pass
+
+    async def run_workers(self, stop: asyncio.Event, *, lease_seconds: float | None = None) -> None:
+        """Run the normalizer and one delivery worker per target connection until ``stop``."""
+        workers = self.make_workers(lease_seconds=lease_seconds)
+        await asyncio.gather(self.normalize_loop(stop), *(worker.run(stop) for worker in workers))
+
+    def backlog(self) -> dict[str, int]:
+        """Rows still to process: received inbox rows, and outbox rows pending or in flight."""
+        with self.engine.connect() as conn:
+            received = conn.execute(
+                select(func.count()).select_from(inbox).where(inbox.c.state == "received")
+            ).scalar_one()
+            outstanding = conn.execute(
+                select(func.count()).select_from(deliveries).where(deliveries.c.state.in_(("pending", "inflight")))
+            ).scalar_one()
+        return {"inbox": int(received), "outbox": int(outstanding)}
+
+    async def wait_idle(self, timeout: float, *, settle: float = 0.2) -> bool:
+        """Wait until nothing is left to normalize or deliver; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            backlog = await asyncio.to_thread(self.backlog)
+            if not any(backlog.values()):
+                await asyncio.sleep(settle)
+                if not any((await asyncio.to_thread(self.backlog)).values()):
+                    return True
+            await asyncio.sleep(0.1)
+        return False
+
+    def connection_names(self) -> Sequence[str]:
+        return list(self.connectors)

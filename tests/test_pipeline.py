@@ -1,0 +1,208 @@
+"""The pipeline end to end on the fake connector: inbox, normalize, route, deliver, park, replay."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+from sqlalchemy import func, select
+
+from syncline.errors import AuthConfigError, BusinessRuleError, DataQualityError, RateLimitedError, TransientError
+from syncline.pipeline import operations
+from syncline.pipeline.inbox import Received, write_inbox
+from syncline.pipeline.normalize import normalize_batch
+from syncline.runtime import Syncline
+from syncline.store import deliveries, exceptions, inbox, timeline, xref
+from syncline.testing import FakeVendor
+from tests._fake import account_event, invoice_event, make_syncline, payment_event
+
+
+def ingest(syncline: Syncline, *bodies: bytes) -> set[tuple[str, str]]:
+    items = [Received("src", orjson.loads(body)["id"], orjson.loads(body)["type"], body) for body in bodies]
+    return write_inbox(syncline.engine, items)
+
+
+async def run_until_idle(syncline: Syncline, timeout: float = 20.0) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(syncline.run_workers(stop))
+    try:
+        assert await syncline.wait_idle(timeout), f"backlog left: {syncline.backlog()}"
+    finally:
+        stop.set()
+        await task
+
+
+def count(syncline: Syncline, table, *where) -> int:  # type: ignore[no-untyped-def]
+    with syncline.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
+
+
+def test_inbox_keeps_one_row_per_vendor_event(store_url: str) -> None:
+    syncline = make_syncline(store_url, FakeVendor("dedupe"))
+    body = account_event("evt_1", "account_a")
+    assert ingest(syncline, body, body) == {("src", "evt_1")}
+    assert ingest(syncline, body) == set()
+    assert count(syncline, inbox) == 1
+    with syncline.engine.connect() as conn:
+        assert conn.execute(select(inbox.c.body)).scalar_one() == body
+
+
+def test_normalize_routes_ignores_and_parks_in_one_batch(store_url: str) -> None:
+    syncline = make_syncline(store_url, FakeVendor("normalize"))
+    ingest(syncline, account_event("e1", "account_a"), invoice_event("e2", "invoice_1", "account_a"))
+    unknown = orjson.dumps({"id": "e3", "type": "plan.created", "data": {}})
+    broken = orjson.dumps({"id": "e4", "type": "invoice.paid", "data": {"id": "invoice_x"}})
+    zero_payment = payment_event("e5", "payment_0", "invoice_1", "account_a", amount=0)
+    ingest(syncline, unknown, broken, zero_payment)
+
+    stats = normalize_batch(syncline.engine, syncline.connectors, syncline.router)
+
+    assert (stats.claimed, stats.deliveries, stats.ignored, stats.parked) == (5, 2, 1, 1)
+    assert count(syncline, inbox, inbox.c.state == "received") == 0
+    assert count(syncline, inbox, inbox.c.state == "ignored") == 1
+    with syncline.engine.connect() as conn:
+        reason = conn.execute(select(exceptions.c.reason).where(exceptions.c.source == "inbox")).scalar_one()
+        rows = conn.execute(select(deliveries.c.operation, deliveries.c.after_key).order_by(deliveries.c.id)).all()
+        refs = conn.execute(select(func.count()).select_from(xref)).scalar_one()
+    assert "invoice.paid data invalid" in reason
+    # The zero-amount payment fails the route condition: no delivery, but the event is recorded.
+    assert [row.operation for row in rows] == ["upsert_account", "upsert_invoice"]
+    assert rows[1].after_key == "erp:account_a"
+    assert refs == 3
+    assert normalize_batch(syncline.engine, syncline.connectors, syncline.router).claimed == 0
+
+
+def test_older_snapshot_arriving_late_is_skipped(store_url: str) -> None:
+    syncline = make_syncline(store_url, FakeVendor("stale"))
+    ingest(syncline, invoice_event("paid", "invoice_1", "account_a", seq=20, status="paid", kind="invoice.paid"))
+    normalize_batch(syncline.engine, syncline.connectors, syncline.router)
+    ingest(syncline, invoice_event("issued", "invoice_1", "account_a", seq=10, status="open"))
+    stats = normalize_batch(syncline.engine, syncline.connectors, syncline.router)
+    assert stats.stale == 1
+    with syncline.engine.connect() as conn:
+        states = dict(conn.execute(select(deliveries.c.event_type, deliveries.c.state)).all())
+    assert states == {"invoice.paid": "pending", "invoice.issued": "skipped"}
+
+
+@pytest.mark.anyio
+async def test_everything_is_delivered_once_in_order_per_key(store_url: str) -> None:
+    vendor = FakeVendor("order", latency=0.005, seed=7)
+    syncline = make_syncline(store_url, vendor)
+    bodies = [account_event(f"a{n}", f"account_{n}") for n in range(20)]
+    for step in range(3):
+        bodies += [invoice_event(f"i{n}-{step}", f"invoice_{n}", f"account_{n % 20}", seq=step + 1,
+                                 total=1000 + step) for n in range(40)]
+    ingest(syncline, *bodies)
+
+    await run_until_idle(syncline)
+
+    assert len(vendor.writes) == 60
+    for n in range(40):
+        seen = [p["total"]["amount"] for op, rid, p in vendor.calls if rid == f"invoice_{n}"]
+        assert seen == [1000, 1001, 1002], f"invoice_{n} went out of order: {seen}"
+        customer_at = next(i for i, c in enumerate(vendor.calls) if c[1] == f"account_{n % 20}")
+        first_invoice_at = next(i for i, c in enumerate(vendor.calls) if c[1] == f"invoice_{n}")
+        assert customer_at < first_invoice_at
+    assert vendor.peak <= 4
+    assert vendor.peak > 1, "unrelated records should go in parallel"
+    assert count(syncline, deliveries, deliveries.c.state == "done") == 140
+
+
+@pytest.mark.anyio
+async def test_errors_decide_retry_park_or_pause(store_url: str) -> None:
+    vendor = FakeVendor("errors")
+    syncline = make_syncline(store_url, vendor)
+    vendor.fail_next("invoice_retry", TransientError("502"), RateLimitedError("slow down", retry_after=0.05))
+    vendor.fail_next("invoice_rule", BusinessRuleError("period closed"))
+    vendor.fail_next("invoice_data", DataQualityError("tax id missing"))
+    vendor.fail_next("invoice_flaky", *[TransientError("503")] * 10)
+    ingest(syncline, account_event("a", "account_a"),
+           *[invoice_event(f"e-{name}", f"invoice_{name}", "account_a") for name in
+             ("retry", "rule", "data", "flaky")])
+
+    await run_until_idle(syncline)
+
+    with syncline.engine.connect() as conn:
+        states = dict(conn.execute(select(deliveries.c.canonical_id, deliveries.c.state)).all())
+        problems = {row.code: row.reason for row in conn.execute(select(exceptions))}
+        stages = [row.stage for row in conn.execute(
+            select(timeline.c.stage).where(timeline.c.canonical_id == "invoice_retry").order_by(timeline.c.id))]
+    assert states["invoice_retry"] == "done"
+    assert stages == ["normalized", "retry_scheduled", "retry_scheduled", "delivered"]
+    assert states["invoice_rule"] == states["invoice_data"] == states["invoice_flaky"] == "parked"
+    assert problems["business_rule"].endswith("period closed")
+    assert "gave up after 4 attempts" in problems["transient"]
+    assert vendor.writes[("upsert_invoice", "invoice_retry")] == 1
+
+    # An operator fixes things and retries the parked rows by filter: same budget, delivered.
+    assert operations.retry_parked(syncline.engine, operations.Filter(error_class="data_quality")) == 1
+    assert operations.retry_parked(syncline.engine) == 2
+    vendor.failures.clear()
+    await run_until_idle(syncline)
+    assert count(syncline, deliveries, deliveries.c.state == "done") == 5
+    assert count(syncline, exceptions, exceptions.c.resolved_at.is_(None)) == 0
+
+
+@pytest.mark.anyio
+async def test_auth_failure_pauses_the_connection_without_spending_attempts(store_url: str) -> None:
+    vendor = FakeVendor("auth")
+    syncline = make_syncline(store_url, vendor)
+    vendor.fail_next("account_a", AuthConfigError("401 invalid login"))
+    ingest(syncline, account_event("a", "account_a"))
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(syncline.run_workers(stop))
+    for _ in range(100):
+        if operations.status(syncline.engine)["paused"]:
+            break
+        await asyncio.sleep(0.05)
+    assert operations.status(syncline.engine)["paused"] == {"erp": "auth_config: 401 invalid login"}
+    await asyncio.sleep(0.3)
+    assert vendor.writes == {}
+    with syncline.engine.connect() as conn:
+        row = conn.execute(select(deliveries.c.state, deliveries.c.attempts)).one()
+    assert tuple(row) == ("pending", 0)
+
+    operations.resume(syncline.engine, "erp")
+    assert await syncline.wait_idle(10)
+    stop.set()
+    await task
+    assert vendor.writes == {("upsert_account", "account_a"): 1}
+
+
+@pytest.mark.anyio
+async def test_replay_redelivers_with_the_same_idempotency_key(store_url: str) -> None:
+    vendor = FakeVendor("replay")
+    syncline = make_syncline(store_url, vendor)
+    ingest(syncline, account_event("a", "account_a"), invoice_event("i", "invoice_1", "account_a"))
+    await run_until_idle(syncline)
+    with syncline.engine.connect() as conn:
+        before = dict(conn.execute(select(deliveries.c.id, deliveries.c.idempotency_key)).all())
+
+    assert operations.replay(syncline.engine, operations.Filter(correlation_id="invoice_1")) == 1
+    await run_until_idle(syncline)
+
+    with syncline.engine.connect() as conn:
+        after = dict(conn.execute(select(deliveries.c.id, deliveries.c.idempotency_key)).all())
+    assert before == after
+    assert vendor.writes[("upsert_invoice", "invoice_1")] == 2
+    assert vendor.writes[("upsert_account", "account_a")] == 1
+
+
+@pytest.mark.anyio
+async def test_paused_connection_holds_rows_until_resumed(store_url: str) -> None:
+    vendor = FakeVendor("pause")
+    syncline = make_syncline(store_url, vendor)
+    operations.pause(syncline.engine, "erp", "ERP maintenance window")
+    ingest(syncline, account_event("a", "account_a"))
+    stop = asyncio.Event()
+    task = asyncio.create_task(syncline.run_workers(stop))
+    await asyncio.sleep(0.5)
+    assert vendor.writes == {}
+    assert syncline.backlog() == {"inbox": 0, "outbox": 1}
+    operations.resume(syncline.engine, "erp")
+    assert await syncline.wait_idle(10)
+    stop.set()
+    await task
+    assert vendor.writes == {("upsert_account", "account_a"): 1}
