@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -15,7 +16,23 @@ from syncline.pipeline.normalize import normalize_batch
 from syncline.runtime import Syncline
 from syncline.store import deliveries, exceptions, inbox, timeline, xref
 from syncline.testing import FakeVendor
-from tests._fake import account_event, invoice_event, make_syncline, payment_event
+from tests._fake import account_event, invoice_event, payment_event
+from tests._fake import make_syncline as _make_syncline
+
+_open: list[Syncline] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_instances() -> Iterator[None]:
+    yield
+    while _open:
+        _open.pop().close()
+
+
+def make_syncline(store_url: str, vendor: FakeVendor) -> Syncline:
+    syncline = _make_syncline(store_url, vendor)
+    _open.append(syncline)
+    return syncline
 
 
 def ingest(syncline: Syncline, *bodies: bytes) -> set[tuple[str, str]]:

@@ -140,3 +140,7 @@ class Syncline:
 
     def connection_names(self) -> Sequence[str]:
         return list(self.connectors)
+
+    def close(self) -> None:
+        """Release the store's connections."""
+        self.engine.dispose()
