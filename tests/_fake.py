@@ -26,9 +26,9 @@ def make_syncline(store_url: str, vendor: FakeVendor, **pipeline: Any) -> Syncli
                     "budget": {"concurrency": 4}},
         },
         "routes": [
-            {"on": "account.*", "deliver": {"connection": "erp", "operation": "upsert_account"}},
-            {"on": "invoice.*", "deliver": {"connection": "erp", "operation": "upsert_invoice"}},
-            {"on": "payment.succeeded", "when": "data.amount.amount > `0`",
+            {"event": "account.*", "deliver": {"connection": "erp", "operation": "upsert_account"}},
+            {"event": "invoice.*", "deliver": {"connection": "erp", "operation": "upsert_invoice"}},
+            {"event": "payment.succeeded", "when": "data.amount.amount > `0`",
              "deliver": {"connection": "erp", "operation": "upsert_payment"}},
         ],
         "retry": {"base_seconds": 0.01, "cap_seconds": 0.05, "max_attempts": 4},

@@ -19,11 +19,16 @@ from syncline.canonical import (
 def _invoice() -> Invoice:
     usd = "USD"
     return Invoice(
-        id=canonical_id("stripe", "invoice", "in_1"), source=SourceRef(system="stripe", object_type="invoice",
-                                                                        external_id="in_1"),
-        account_id=canonical_id("stripe", "account", "cus_1"), status="open", currency=usd,
-        subtotal=Money(amount=1000, currency=usd), tax=Money(amount=190, currency=usd),
-        total=Money(amount=1190, currency=usd), amount_paid=Money.zero(usd), amount_due=Money(amount=1190, currency=usd),
+        id=canonical_id("stripe", "invoice", "in_1"),
+        source=SourceRef(system="stripe", object_type="invoice", external_id="in_1"),
+        account_id=canonical_id("stripe", "account", "cus_1"),
+        status="open",
+        currency=usd,
+        subtotal=Money(amount=1000, currency=usd),
+        tax=Money(amount=190, currency=usd),
+        total=Money(amount=1190, currency=usd),
+        amount_paid=Money.zero(usd),
+        amount_due=Money(amount=1190, currency=usd),
         lines=[InvoiceLine(id="il_1", amount=Money(amount=1000, currency=usd))],
     )
 
@@ -48,8 +53,9 @@ def test_event_refuses_the_wrong_data_model() -> None:
 def test_every_event_type_exports_a_schema_that_validates_its_events() -> None:
     schemas = json_schemas()
     assert set(schemas) == {f"{name}.v{kind.version}" for name, kind in event_types().items()}
-    event = make_event("invoice.paid", _invoice(), connection="stripe", vendor_event_id="evt_9",
-                       time=datetime(2026, 1, 1, tzinfo=UTC))
+    event = make_event(
+        "invoice.paid", _invoice(), connection="stripe", vendor_event_id="evt_9", time=datetime(2026, 1, 1, tzinfo=UTC)
+    )
     document = event.model_dump(mode="json")
     jsonschema.validate(document, schemas["invoice.paid.v1"])
     with pytest.raises(jsonschema.ValidationError):

@@ -77,9 +77,9 @@ class DeliverAction(_Strict):
 
 
 class RouteConfig(_Strict):
-    """``on`` an event type (or ``prefix.*``), ``when`` a JMESPath condition holds, deliver."""
+    """``event`` type (or ``prefix.*``), ``when`` a JMESPath condition holds, deliver."""
 
-    on: str = Field(pattern=r"^[a-z_]+\.([a-z_]+|\*)$")
+    event: str = Field(pattern=r"^[a-z_]+\.([a-z_]+|\*)$")
     when: str | None = None
     deliver: DeliverAction
 

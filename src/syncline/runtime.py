@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -105,10 +106,8 @@ class Syncline:
                     worker.wakeup.set()
                 continue
             self.inbox_arrived.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.inbox_arrived.wait(), timeout=poll_seconds)
-            except TimeoutError:
-                pass
 
     async def run_workers(self, stop: asyncio.Event, *, lease_seconds: float | None = None) -> None:
         """Run the normalizer and one delivery worker per target connection until ``stop``."""
@@ -126,9 +125,9 @@ class Syncline:
             ).scalar_one()
         return {"inbox": int(received), "outbox": int(outstanding)}
 
-    async def wait_idle(self, timeout: float, *, settle: float = 0.2) -> bool:
+    async def wait_idle(self, within: float, *, settle: float = 0.2) -> bool:
         """Wait until nothing is left to normalize or deliver; False on timeout."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             backlog = await asyncio.to_thread(self.backlog)
             if not any(backlog.values()):

@@ -37,7 +37,7 @@ class FakeVendor:
         self.failures: dict[str, list[DeliveryError]] = defaultdict(list)
         self.in_flight = 0
         self.peak = 0
-        self._rng = random.Random(seed)  # noqa: S311 - test latency jitter
+        self._rng = random.Random(seed)
         _VENDORS[name] = self
 
     def fail_next(self, canonical_id: str, *errors: DeliveryError) -> None:

@@ -44,7 +44,7 @@ def _register(name: str, model: type[BaseModel], description: str, version: int 
     _TYPES[name] = EventType(name, version, model, description)
 
 
-for _name, _model, _what in [
+_BUILTIN: list[tuple[str, type[BaseModel], str]] = [
     ("account.created", o.Account, "a customer account appeared in a source system"),
     ("account.updated", o.Account, "a customer account changed"),
     ("account.deleted", o.Account, "a customer account was deleted"),
@@ -61,7 +61,8 @@ for _name, _model, _what in [
     ("credit_memo.issued", o.CreditMemo, "a credit note was issued"),
     ("payout.paid", o.Payout, "the billing platform paid out to the bank"),
     ("journal_entry.posted", o.JournalEntry, "a journal entry is ready for the ERP"),
-]:
+]
+for _name, _model, _what in _BUILTIN:
     _register(_name, _model, _what)
 
 

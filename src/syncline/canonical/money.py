@@ -49,7 +49,7 @@ class Money(BaseModel):
     @field_validator("amount", mode="before")
     @classmethod
     def _no_float(cls, value: Any) -> Any:
-        if isinstance(value, float | Decimal) or isinstance(value, bool):
+        if isinstance(value, float | Decimal | bool):
             raise ValueError("amount must be an integer number of minor units, not a float or decimal")
         return value
 

@@ -92,7 +92,7 @@ class CatchUpPage:
     cursor: str | None
 
 
-class Connector(ABC):  # noqa: B024 - every method has a default that says "not supported"
+class Connector(ABC):
     """Base class of every vendor connector."""
 
     vendor: ClassVar[str]

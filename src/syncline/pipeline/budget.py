@@ -9,6 +9,7 @@ additive-increase / multiplicative-decrease: halved on a rate-limit answer, rais
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -101,7 +102,5 @@ class Budget:
 
 
 async def _wait_for(condition: asyncio.Condition, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(condition.wait(), timeout=seconds)
-    except TimeoutError:
-        pass

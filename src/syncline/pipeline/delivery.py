@@ -17,6 +17,7 @@ mechanism (external-id upsert, Idempotency-Key) turns into a no-op.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -196,8 +197,7 @@ class DeliveryWorker:
                     task.add_done_callback(tasks.discard)
                 if allowed == 1:
                     # Half-open: wait for the probe's verdict before claiming more.
-                    while tasks and not stop.is_set():
-                        await asyncio.sleep(0.01)
+                    await asyncio.wait(set(tasks))
         finally:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -233,7 +233,7 @@ class DeliveryWorker:
                 outcome = _Outcome(row, result=result, elapsed=time.monotonic() - started)
             except DeliveryError as exc:
                 outcome = _Outcome(row, error=exc, elapsed=time.monotonic() - started)
-            except Exception as exc:  # noqa: BLE001 - a connector bug must park the row, not kill the worker
+            except Exception as exc:
                 log.exception("connector raised an untyped error", connection=self.connection, delivery=row.id)
                 error = DeliveryError(f"connector error {type(exc).__name__}", code="connector_bug")
                 outcome = _Outcome(row, error=error, elapsed=time.monotonic() - started)
@@ -263,10 +263,8 @@ class DeliveryWorker:
 
     async def _flush_loop(self, stop: asyncio.Event) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._results_ready.wait(), timeout=0.02)
-            except TimeoutError:
-                pass
             self._results_ready.clear()
             if self._results:
                 batch, self._results = self._results, []

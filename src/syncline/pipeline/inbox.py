@@ -8,6 +8,7 @@ vendor. Nothing is acknowledged before it is durable, and one fsync covers hundr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -90,10 +91,8 @@ class InboxWriter:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         self._executor.shutdown(wait=True)
 
@@ -114,7 +113,7 @@ class InboxWriter:
             items = [item for item, _ in batch]
             try:
                 new = await loop.run_in_executor(self._executor, write_inbox, self.engine, items)
-            except Exception as exc:  # noqa: BLE001 - every waiting handler must learn of the failure
+            except Exception as exc:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)

@@ -25,7 +25,7 @@ class Filter:
     until: float | None = None
 
     def deliveries_where(self) -> Any:
-        clauses = []
+        clauses: list[Any] = []
         if self.ids:
             clauses.append(deliveries.c.id.in_(self.ids))
         if self.connection:
@@ -117,9 +117,9 @@ def resume(engine: Engine, connection: str) -> None:
 def status(engine: Engine) -> dict[str, Any]:
     """Return counts of inbox and outbox rows by state, open exceptions and paused connections."""
     with engine.connect() as conn:
-        inbox_states = dict(
-            conn.execute(select(inbox.c.state, func.count()).group_by(inbox.c.state)).all()  # type: ignore[arg-type]
-        )
+        inbox_states: dict[str, int] = {
+            state: count for state, count in conn.execute(select(inbox.c.state, func.count()).group_by(inbox.c.state))
+        }
         outbox: dict[str, dict[str, int]] = {}
         for connection, state, count in conn.execute(
             select(deliveries.c.connection, deliveries.c.state, func.count()).group_by(

@@ -73,7 +73,7 @@ class Router:
                     f"routes[{index}]: {target.vendor} has no operation {route.deliver.operation!r} (known: {known})"
                 )
             condition = jmespath.compile(route.when) if route.when else None
-            self._routes.append(_Route(route.on, condition, route.deliver.connection, route.deliver.operation))
+            self._routes.append(_Route(route.event, condition, route.deliver.connection, route.deliver.operation))
         self._connectors = connectors
 
     def route(self, event: CloudEvent) -> list[Delivery]:

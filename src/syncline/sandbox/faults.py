@@ -32,7 +32,7 @@ class Faults:
     _rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._rng = random.Random(self.seed)  # noqa: S311 - fault injection, not security
+        self._rng = random.Random(self.seed)
 
     def draw(self) -> Fault:
         """Pick the fault (or none) for the next request."""

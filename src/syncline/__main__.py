@@ -1,0 +1,5 @@
+"""``python -m syncline`` runs the command line."""
+
+from syncline.cli import main
+
+main()
