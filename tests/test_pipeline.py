@@ -223,3 +223,28 @@ async def test_paused_connection_holds_rows_until_resumed(store_url: str) -> Non
     stop.set()
     await task
     assert vendor.writes == {("upsert_account", "account_a"): 1}
+
+
+@pytest.mark.anyio
+async def test_batchable_operations_go_in_batches_of_the_declared_size(store_url: str) -> None:
+    from syncline.config import DeliverAction, RouteConfig
+    from syncline.pipeline.routing import Router
+
+    vendor = FakeVendor("batches")
+    syncline = make_syncline(store_url, vendor)
+    syncline.config.routes[0] = RouteConfig(event="account.*",
+                                            deliver=DeliverAction(connection="erp", operation="batch_upsert_account"))
+    syncline.router = Router(syncline.config.routes, syncline.connectors)
+    from dataclasses import replace
+    syncline.limits["erp"] = replace(syncline.limits["erp"], batch_size=10)
+    vendor.fail_next("account_7", DataQualityError("bad vat number"))
+    ingest(syncline, *[account_event(f"a{n}", f"account_{n}") for n in range(35)])
+
+    await run_until_idle(syncline)
+
+    assert sum(vendor.batches) == 35
+    assert max(vendor.batches) == 10 and len(vendor.batches) >= 4
+    assert len(vendor.writes) == 34
+    with syncline.engine.connect() as conn:
+        parked = conn.execute(select(deliveries.c.canonical_id).where(deliveries.c.state == "parked")).scalars().all()
+    assert parked == ["account_7"]  # one bad record in a batch parks alone

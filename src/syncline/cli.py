@@ -222,6 +222,27 @@ def resume(
     console.print(f"{connection} resumed")
 
 
+@app.command("catch-up")
+def catch_up_command(
+    connection: Annotated[str, typer.Argument(help="connection to fetch missed events from")],
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Fetch events the vendor holds but never delivered (e.g. Stripe List Events) into the inbox."""
+    from syncline.pipeline.catchup import catch_up
+
+    syncline = _load(config)
+    connector = syncline.connectors.get(connection)
+    if connector is None:
+        raise _fail(f"no connection named {connection!r}")
+    try:
+        seen, new = asyncio.run(
+            catch_up(syncline.engine, connector, syncline.limits[connection], syncline.budgets[connection])
+        )
+    except SynclineError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"{connection}: {seen} events listed, {new} were missing and are now in the inbox")
+
+
 @app.command()
 def schemas(
     directory: Annotated[Path, typer.Argument(help="folder to write <type>.v<n>.json files into")],

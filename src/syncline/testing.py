@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import random
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -36,6 +36,7 @@ class FakeVendor:
         self.calls: list[tuple[str, str, dict[str, Any]]] = []
         self.failures: dict[str, list[DeliveryError]] = defaultdict(list)
         self.in_flight = 0
+        self.batches: list[int] = []
         self.peak = 0
         self._rng = random.Random(seed)
         _VENDORS[name] = self
@@ -78,7 +79,7 @@ class FakeConnector(Connector):
         for name, accepts in [("upsert_account", "account"), ("upsert_invoice", "invoice"),
                               ("upsert_payment", "payment"), ("upsert_refund", "refund"),
                               ("upsert_credit_memo", "credit_memo")]
-    }
+    } | {"batch_upsert_account": Operation("batch_upsert_account", "account", batchable=True)}
     default_limits = Limits(concurrency=4)
 
     def __init__(self, settings: ConnectionSettings) -> None:
@@ -126,3 +127,9 @@ class FakeConnector(Connector):
         if operation not in self.operations:
             raise DataQualityError(f"unknown operation {operation}")
         return await self.state.apply(operation, payload)
+
+    async def deliver_batch(
+        self, http: httpx.AsyncClient, operation: str, items: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[DeliveryResult | DeliveryError]:
+        self.state.batches.append(len(items))
+        return await super().deliver_batch(http, operation, items)

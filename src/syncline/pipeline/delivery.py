@@ -178,7 +178,7 @@ class DeliveryWorker:
                     await self._sleep(stop, 0.1)
                     continue
                 # Keep a small prefetch beyond the free slots so no slot idles between claims.
-                want = self.budget.limit * 2 - self._in_flight
+                want = self.budget.limit * 2 * max(1, self.limits.batch_size) - self._in_flight
                 if allowed == 1:
                     want = min(want, 1)
                 if want <= 0:
@@ -190,9 +190,9 @@ class DeliveryWorker:
                 if not rows:
                     await self._sleep(stop, self.poll_seconds)
                     continue
-                for row in rows:
-                    self._in_flight += 1
-                    task = asyncio.create_task(self._deliver(http, row))
+                for group in self._groups(rows):
+                    self._in_flight += len(group)
+                    task = asyncio.create_task(self._deliver(http, group))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 if allowed == 1:
@@ -222,24 +222,62 @@ class DeliveryWorker:
             self._paused_checked = now
         return self._paused
 
-    async def _deliver(self, http: Any, row: _Claimed) -> None:
-        outcome: _Outcome
+    def _groups(self, rows: list[_Claimed]) -> list[list[_Claimed]]:
+        """Split claimed rows into requests: batches for batchable operations, else one each."""
+        size = self.limits.batch_size
+        groups: list[list[_Claimed]] = []
+        batches: dict[str, list[_Claimed]] = {}
+        for row in rows:
+            operation = self.connector.operations.get(row.operation)
+            if size > 1 and operation is not None and operation.batchable:
+                batch = batches.setdefault(row.operation, [])
+                batch.append(row)
+                if len(batch) == size:
+                    groups.append(batches.pop(row.operation))
+            else:
+                groups.append([row])
+        groups.extend(batches.values())
+        return groups
+
+    async def _deliver(self, http: Any, group: list[_Claimed]) -> None:
+        """Send one request (one row, or one batch of rows) inside a budget slot."""
+        outcomes: list[_Outcome]
         async with self.budget.slot():
             started = time.monotonic()
             try:
-                result = await self.connector.deliver(
-                    http, row.operation, orjson.loads(row.payload), idempotency_key=row.idempotency_key
-                )
-                outcome = _Outcome(row, result=result, elapsed=time.monotonic() - started)
+                if len(group) == 1:
+                    row = group[0]
+                    result = await self.connector.deliver(
+                        http, row.operation, orjson.loads(row.payload), idempotency_key=row.idempotency_key
+                    )
+                    outcomes = [_Outcome(row, result=result, elapsed=time.monotonic() - started)]
+                else:
+                    answers = await self.connector.deliver_batch(
+                        http, group[0].operation, [(row.idempotency_key, orjson.loads(row.payload)) for row in group]
+                    )
+                    if len(answers) != len(group):
+                        raise DeliveryError(
+                            f"batch answered {len(answers)} results for {len(group)} rows", code="connector_bug"
+                        )
+                    elapsed = time.monotonic() - started
+                    outcomes = [
+                        _Outcome(row, error=answer, elapsed=elapsed)
+                        if isinstance(answer, DeliveryError)
+                        else _Outcome(row, result=answer, elapsed=elapsed)
+                        for row, answer in zip(group, answers, strict=True)
+                    ]
             except DeliveryError as exc:
-                outcome = _Outcome(row, error=exc, elapsed=time.monotonic() - started)
+                outcomes = [_Outcome(row, error=exc, elapsed=time.monotonic() - started) for row in group]
             except Exception as exc:
-                log.exception("connector raised an untyped error", connection=self.connection, delivery=row.id)
+                # A connector bug must park the rows, not kill the worker.
+                log.exception("connector raised an untyped error", connection=self.connection,
+                              deliveries=[row.id for row in group])
                 error = DeliveryError(f"connector error {type(exc).__name__}", code="connector_bug")
-                outcome = _Outcome(row, error=error, elapsed=time.monotonic() - started)
-        self._observe(outcome)
-        self._in_flight -= 1
-        self._results.append(outcome)
+                outcomes = [_Outcome(row, error=error, elapsed=time.monotonic() - started) for row in group]
+        for outcome in outcomes:
+            self._observe(outcome)
+        self._in_flight -= len(group)
+        self._results.extend(outcomes)
         if len(self._results) >= 100:
             self._results_ready.set()
 

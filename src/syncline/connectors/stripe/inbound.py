@@ -27,7 +27,8 @@ PAGE_LIMIT = 100
 class StripeSignature:
     """Check or produce a ``Stripe-Signature`` header.
 
-    Stripe sends ``Stripe-Signature: t=1492774577,v1=5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd``:
+    Stripe sends
+    ``Stripe-Signature: t=1492774577,v1=5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd``:
     ``t`` is the unix time of the attempt and each ``v1`` is the hex HMAC-SHA256 of
     ``f"{t}.".encode() + raw_body`` under the endpoint secret (``whsec_...``); there are several
     ``v1`` values while a secret is being rolled, and one matching is enough.
@@ -121,28 +122,33 @@ class _Decoded:
     vendor_event_id: str | None = None
 
 
-def _account(name: str) -> Callable[[str, Mapping[str, Any], datetime, Mapping[str, Any] | None], list[_Decoded]]:
-    def decode(conn: str, obj: Mapping[str, Any], _at: datetime, _prev: Mapping[str, Any] | None) -> list[_Decoded]:
+_Object = Mapping[str, Any]
+#: (connection, data.object, event time, data.previous_attributes) → what to emit
+Decoder = Callable[[str, _Object, datetime, _Object | None], list[_Decoded]]
+
+
+def _account(name: str) -> Decoder:
+    def decode(conn: str, obj: _Object, _at: datetime, _prev: _Object | None) -> list[_Decoded]:
         account = mapping.to_account(conn, obj, deleted=name == "account.deleted")
         return [_Decoded(name, account, account.id)]
     return decode
 
 
-def _invoice(name: str) -> Callable[[str, Mapping[str, Any], datetime, Mapping[str, Any] | None], list[_Decoded]]:
-    def decode(conn: str, obj: Mapping[str, Any], _at: datetime, _prev: Mapping[str, Any] | None) -> list[_Decoded]:
+def _invoice(name: str) -> Decoder:
+    def decode(conn: str, obj: _Object, _at: datetime, _prev: _Object | None) -> list[_Decoded]:
         invoice = mapping.to_invoice(conn, obj)
         return [_Decoded(name, invoice, invoice.id, INVOICE_STATUS_RANK[invoice.status.value])]
     return decode
 
 
-def _payment(name: str) -> Callable[[str, Mapping[str, Any], datetime, Mapping[str, Any] | None], list[_Decoded]]:
-    def decode(conn: str, obj: Mapping[str, Any], _at: datetime, _prev: Mapping[str, Any] | None) -> list[_Decoded]:
+def _payment(name: str) -> Decoder:
+    def decode(conn: str, obj: _Object, _at: datetime, _prev: _Object | None) -> list[_Decoded]:
         payment = mapping.to_payment(conn, obj)
         return [_Decoded(name, payment, payment.invoice_id or payment.id)]
     return decode
 
 
-def _refunds(conn: str, obj: Mapping[str, Any], _at: datetime, prev: Mapping[str, Any] | None) -> list[_Decoded]:
+def _refunds(conn: str, obj: _Object, _at: datetime, prev: _Object | None) -> list[_Decoded]:
     # a charge.refunded event repeats the charge's earlier refunds: keying each canonical event
     # on the refund (not the Stripe event) makes those repeats exact duplicates downstream
     return [
@@ -152,18 +158,18 @@ def _refunds(conn: str, obj: Mapping[str, Any], _at: datetime, prev: Mapping[str
     ]
 
 
-def _credit_memo(conn: str, obj: Mapping[str, Any], _at: datetime, _prev: Mapping[str, Any] | None) -> list[_Decoded]:
+def _credit_memo(conn: str, obj: _Object, _at: datetime, _prev: _Object | None) -> list[_Decoded]:
     memo = mapping.to_credit_memo(conn, obj)
     return [_Decoded("credit_memo.issued", memo, memo.invoice_id or memo.id)]
 
 
-def _payout(conn: str, obj: Mapping[str, Any], at: datetime, _prev: Mapping[str, Any] | None) -> list[_Decoded]:
+def _payout(conn: str, obj: _Object, at: datetime, _prev: _Object | None) -> list[_Decoded]:
     payout = mapping.to_payout(conn, obj, paid_at=at)
     return [_Decoded("payout.paid", payout, payout.id)]
 
 
 #: Stripe event type → decoder of its ``data.object``; every other type decodes to ``[]``.
-DECODERS: dict[str, Callable[[str, Mapping[str, Any], datetime, Mapping[str, Any] | None], list[_Decoded]]] = {
+DECODERS: dict[str, Decoder] = {
     "customer.created": _account("account.created"),
     "customer.updated": _account("account.updated"),
     "customer.deleted": _account("account.deleted"),
