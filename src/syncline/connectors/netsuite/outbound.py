@@ -10,11 +10,11 @@ Inbound (NetSuite as a source) is not supported yet; see :mod:`.inbound`.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
+import structlog
 
 from syncline.connectors.base import ConnectionSettings, Connector, DeliveryResult, Limits, Operation
 from syncline.connectors.netsuite import mapping
@@ -22,7 +22,7 @@ from syncline.connectors.netsuite.client import TokenAuth, dumps
 from syncline.connectors.netsuite.errors import error_from_response, transport_errors
 from syncline.errors import ConfigError, DataQualityError, SynclineError, TransientError
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("syncline.connectors.netsuite")
 
 RECORD_PATH = "/services/rest/record/v1"
 #: Sandboxes may say whether an upsert created the record; real NetSuite does not.
@@ -94,8 +94,7 @@ class NetSuiteConnector(Connector):
         record_type, body = mapping.to_record(record, self.mapping_options)
         eid = mapping.external_id(str(payload.get("id", "")))
         what = f"{operation} {eid}"
-        log.debug("netsuite upsert", extra={"operation": operation, "external_id": eid,
-                                            "idempotency_key": idempotency_key})
+        log.debug("netsuite upsert", operation=operation, external_id=eid, idempotency_key=idempotency_key)
         with transport_errors(what):
             response = await http.put(
                 f"{RECORD_PATH}/{record_type}/eid:{eid}",

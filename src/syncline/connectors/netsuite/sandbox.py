@@ -110,12 +110,14 @@ class NetSuiteSandbox:
         self.realm = realm_for(account_id)
         self.closed_periods = set(closed_periods)
         self.credentials = dict(credentials) if credentials else None
+        # Requests in flight outlive a reset, so this counter is never reset.
+        self.in_flight = 0
         self.reset()
         self.app = self._build_app()
 
     # -- state and accessors ------------------------------------------------------------------
     def reset(self) -> None:
-        """Forget every record and counter (fault settings stay)."""
+        """Forget every record and counter (fault settings and requests in flight stay)."""
         self._records: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in RECORD_TYPES}
         self._by_eid: dict[str, dict[str, str]] = {name: {} for name in RECORD_TYPES}
         self._ids = itertools.count(101)
@@ -123,8 +125,7 @@ class NetSuiteSandbox:
         self.updates = 0
         self.requests = 0
         self.over_limit = 0
-        self.in_flight = 0
-        self.peak_concurrency = 0
+        self.peak_concurrency = self.in_flight
         self.fault_counts: dict[str, int] = {}
 
     def records(self, record_type: str) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from syncline.canonical import CloudEvent, make_event
 from syncline.connectors.base import CatchUpPage, Identity
 from syncline.connectors.stripe import mapping
-from syncline.connectors.stripe.errors import raise_for_stripe, translate_transport_errors
+from syncline.connectors.stripe.errors import error_from_response, raise_for_stripe, translate_transport_errors
 from syncline.errors import DataQualityError, SignatureError
 
 SIGNATURE_HEADER = "stripe-signature"
@@ -211,6 +211,13 @@ def decode_event(connection: str, payload: Any) -> list[CloudEvent]:
 async def _list_events(http: httpx.AsyncClient, params: Mapping[str, str | int]) -> tuple[list[dict[str, Any]], bool]:
     with translate_transport_errors("List Events"):
         response = await http.get("/v1/events", params=dict(params))
+    if response.status_code in (400, 404):
+        error = error_from_response(response)
+        if error.details.get("param") in ("ending_before", "starting_after"):
+            # the cursor event is gone (Stripe keeps 30 days): only a person can choose where to resume
+            raise DataQualityError(f"Stripe no longer has catch-up cursor {params.get('ending_before')!r}",
+                                   code="cursor_unknown", status=response.status_code)
+        raise error
     raise_for_stripe(response)
     body = response.json()
     data = body.get("data")

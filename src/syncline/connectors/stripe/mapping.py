@@ -239,10 +239,12 @@ def _line_taxes(line: Fields, currency: str) -> tuple[list[TaxLine], int]:
     """Return the line's tax lines and the part of its amount that is inclusive tax."""
     taxes: list[TaxLine] = []
     inclusive = 0
+    # tax_amounts name their rate by id; the line's own tax_rates list carries the full objects
+    known_rates = {rate.string("id"): rate for rate in line.items("tax_rates", required=False)}
     for entry in line.items("tax_amounts", required=False):  # API 2024-06-20
         amount = entry.integer("amount")
         rate = entry.raw("tax_rate")
-        details = entry.child("tax_rate") if isinstance(rate, Mapping) else None
+        details = entry.child("tax_rate") if isinstance(rate, Mapping) else known_rates.get(str(rate))
         taxes.append(build(
             TaxLine, line.label, amount=Money(amount=amount, currency=currency),
             rate_basis_points=_basis_points(details) if details else None,
@@ -276,9 +278,10 @@ def _line_price(line: Fields) -> tuple[str | None, str | None]:
 def _invoice_line(connection: str, line: Fields, currency: str) -> InvoiceLine:
     stripe_id = line.string("id")
     taxes, inclusive = _line_taxes(line, currency)
+    gross = line.integer("amount")
     net = line.opt_integer("amount_excluding_tax")
     if net is None:
-        net = line.integer("amount") - inclusive
+        net = gross - inclusive
     period = None
     if (raw := line.opt_child("period")) is not None:
         start, end = raw.opt_date("start"), raw.opt_date("end")

@@ -1,0 +1,1 @@
+"""Vendor connectors: one package per vendor, the same file names in each."""
