@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -91,7 +92,7 @@ class Receiver:
                 except SignatureError:
                     self.rejected += 1
                     return Response(status_code=400)
-                self.accepted.append(stripe.identify(__import__("json").loads(body)).event_id)
+                self.accepted.append(stripe.identify(json.loads(body)).event_id)
             return Response(status_code=200)
 
 

@@ -8,6 +8,8 @@ in ``dataschema``.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -129,13 +131,14 @@ def make_event(
     )
 
 
+@functools.lru_cache(maxsize=65536)
 def canonical_id(connection: str, object_type: str, external_id: str) -> str:
     """Return the deterministic canonical id for a record first seen in ``connection``.
 
     Deterministic so that replaying or re-decoding never mints a second identity; the
     cross-reference table still records the mapping for look-ups the other way.
     """
-    digest = uuid.uuid5(_NAMESPACE, f"{connection}/{object_type}/{external_id}").hex[:20]
+    digest = hashlib.blake2b(f"{connection}/{object_type}/{external_id}".encode(), digest_size=10).hexdigest()
     return f"{object_type}_{digest}"
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any, Self
+from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 #: ISO 4217 currencies whose minor unit is not 2 digits. Everything else has 2.
 _EXPONENTS: dict[str, int] = {
@@ -21,7 +21,11 @@ _EXPONENTS: dict[str, int] = {
     **dict.fromkeys(["CLF", "UYW"], 4),
 }
 
-CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 alphabetic code")]
+CurrencyCode = Annotated[
+    str,
+    StringConstraints(to_upper=True, pattern=r"^[A-Za-z]{3}$"),
+    Field(description="ISO 4217 alphabetic code"),
+]
 
 
 def exponent(currency: str) -> int:
@@ -38,20 +42,9 @@ class Money(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    amount: int = Field(description="integer amount in the currency's minor unit")
+    # Strict: 19.99, Decimal("19.99"), "1999" and True are refused, not coerced.
+    amount: StrictInt = Field(description="integer amount in the currency's minor unit")
     currency: CurrencyCode
-
-    @field_validator("currency", mode="before")
-    @classmethod
-    def _upper(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) else value
-
-    @field_validator("amount", mode="before")
-    @classmethod
-    def _no_float(cls, value: Any) -> Any:
-        if isinstance(value, float | Decimal | bool):
-            raise ValueError("amount must be an integer number of minor units, not a float or decimal")
-        return value
 
     @classmethod
     def zero(cls, currency: str) -> Self:
