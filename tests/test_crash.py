@@ -74,7 +74,8 @@ def run_crash_test(tmp_path: Path, store: str, *, invoices: int, kills: int) -> 
         tmp_path, netsuite_concurrency=8, store=store,
         netsuite_faults=Faults(server_error_rate=0.10, rate_limited_rate=0.05, timeout_rate=0.02,
                                hang_seconds=1.5, seed=42),
-        stripe_webhooks={"duplicate_rate": 0.1, "shuffle_window": 16, "seed": 7},
+        stripe_webhooks={"duplicate_rate": 0.1, "shuffle_window": 16, "seed": 7, "max_attempts": 60,
+                         "webhook_concurrency": 16},
     ).start()
     port = free_port()
     document = env.document()
@@ -133,10 +134,10 @@ def run_crash_test(tmp_path: Path, store: str, *, invoices: int, kills: int) -> 
 
 @pytest.mark.slow
 def test_sigkill_under_faults_loses_nothing_and_posts_nothing_twice_sqlite(tmp_path: Path) -> None:
-    run_crash_test(tmp_path, f"sqlite:///{tmp_path / 'crash.db'}", invoices=2000, kills=4)
+    run_crash_test(tmp_path, f"sqlite:///{tmp_path / 'crash.db'}", invoices=int(os.environ.get("SYNCLINE_CRASH_INVOICES", "2000")), kills=4)
 
 
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_sigkill_under_faults_loses_nothing_and_posts_nothing_twice_postgres(tmp_path: Path, pg_url: str) -> None:
-    run_crash_test(tmp_path, pg_url, invoices=2000, kills=4)
+    run_crash_test(tmp_path, pg_url, invoices=int(os.environ.get("SYNCLINE_CRASH_INVOICES", "2000")), kills=4)

@@ -172,9 +172,13 @@ async def drive_stripe(
 
         result.customers = list(await asyncio.gather(*(customer(n) for n in range(customers))))
 
+        # Stripe's POST /v1/invoices sweeps the customer's pending items, so one customer's
+        # invoices are built one at a time (as a billing run would).
+        locks = {cus: asyncio.Lock() for cus in result.customers}
+
         async def invoice(n: int) -> None:
-            async with gate:
-                cus = result.customers[n % len(result.customers)]
+            cus = result.customers[n % len(result.customers)]
+            async with gate, locks[cus]:
                 currency = DEMO_CURRENCIES[n % len(DEMO_CURRENCIES)]
                 amount = rng.randrange(1_000, 500_000)
                 await post(
