@@ -88,12 +88,16 @@ def run_crash_test(tmp_path: Path, store: str, *, invoices: int, kills: int) -> 
     try:
         killer.start(kills)
         env.subscribe(f"http://127.0.0.1:{port}")
+        print("driving Stripe", flush=True)
         result = asyncio.run(drive_stripe(env.stripe_server.url, env.env["SYNCLINE_DEMO_STRIPE_KEY"],
                                           invoices=invoices, concurrency=24, seed=3))
+        print("driven", flush=True)
         assert wait_until(lambda: killer.kills >= kills, timeout=120), "the process was not killed enough"
+        print("kills done", flush=True)
         engine = create_store_engine(store)
 
         def settled() -> bool:
+            print(sandbox_json(env.stripe_server.url, "/_sandbox/webhooks/idle"), flush=True)
             if not sandbox_json(env.stripe_server.url, "/_sandbox/webhooks/idle").get("idle"):
                 return False
             with engine.connect() as conn:

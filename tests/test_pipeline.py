@@ -90,6 +90,15 @@ def test_normalize_routes_ignores_and_parks_in_one_batch(store_url: str) -> None
     assert normalize_batch(syncline.engine, syncline.connectors, syncline.router).claimed == 0
 
 
+def test_stale_and_fresh_snapshots_in_one_batch(store_url: str) -> None:
+    syncline = make_syncline(store_url, FakeVendor("stale-batch"))
+    ingest(syncline, invoice_event("paid", "invoice_1", "account_a", seq=20, status="paid", kind="invoice.paid"),
+           invoice_event("issued", "invoice_1", "account_a", seq=10, status="open"),
+           invoice_event("other", "invoice_2", "account_a", seq=10, status="open"))
+    stats = normalize_batch(syncline.engine, syncline.connectors, syncline.router)
+    assert (stats.stale, stats.deliveries) == (1, 2)
+
+
 def test_older_snapshot_arriving_late_is_skipped(store_url: str) -> None:
     syncline = make_syncline(store_url, FakeVendor("stale"))
     ingest(syncline, invoice_event("paid", "invoice_1", "account_a", seq=20, status="paid", kind="invoice.paid"))

@@ -95,9 +95,18 @@ class Syncline:
     async def normalize_loop(self, stop: asyncio.Event, *, poll_seconds: float = 0.05) -> None:
         """Normalize inbox batches until ``stop``; wake the delivery workers after each one."""
         batch_size = self.config.pipeline.batch_size
+        failures = 0
         while not stop.is_set():
-            stats = await asyncio.to_thread(normalize_batch, self.engine, self.connectors, self.router,
-                                            limit=batch_size)
+            try:
+                stats = await asyncio.to_thread(normalize_batch, self.engine, self.connectors, self.router,
+                                                limit=batch_size)
+            except Exception:
+                # The batch rolled back and stays in the inbox; keep the loop alive and say so loudly.
+                failures += 1
+                log.exception("normalize batch failed; retrying", consecutive_failures=failures)
+                await asyncio.sleep(min(30.0, 0.1 * 2**failures))
+                continue
+            failures = 0
             if stats.claimed:
                 metrics.normalized.labels("done").inc(stats.claimed - stats.ignored - stats.parked)
                 metrics.normalized.labels("ignored").inc(stats.ignored)

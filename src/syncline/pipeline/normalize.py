@@ -134,6 +134,7 @@ def normalize_batch(
                         "canonical_id": delivery.canonical_id, "event_type": event.type,
                         "correlation_id": event.correlationid, "source_inbox_id": row.id,
                         "payload": payload, "state": "pending", "attempts": 0, "next_attempt_at": now,
+                        "last_error": None,
                         "created_at": now, "updated_at": now,
                     }
                     if delivery.snapshot and sequence is not None:

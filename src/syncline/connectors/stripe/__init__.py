@@ -40,7 +40,9 @@ class StripeConnector(Connector):
         super().__init__(settings)
         tolerance = settings.options.get("tolerance_seconds", DEFAULT_TOLERANCE_SECONDS)
         if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or tolerance <= 0:
-            raise ConfigError(f"connection {self.name!r}: options.tolerance_seconds must be a positive number")
+            raise ConfigError(
+                f"connection {self.name!r}: options.tolerance_seconds must be a positive number"
+            )
         self.tolerance_seconds = tolerance
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes, *, now: float) -> None:

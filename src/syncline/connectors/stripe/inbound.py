@@ -15,7 +15,11 @@ from pydantic import BaseModel
 from syncline.canonical import CloudEvent, make_event
 from syncline.connectors.base import CatchUpPage, Identity
 from syncline.connectors.stripe import mapping
-from syncline.connectors.stripe.errors import error_from_response, raise_for_stripe, translate_transport_errors
+from syncline.connectors.stripe.errors import (
+    error_from_response,
+    raise_for_stripe,
+    translate_transport_errors,
+)
 from syncline.errors import DataQualityError, SignatureError
 
 SIGNATURE_HEADER = "stripe-signature"
@@ -59,7 +63,8 @@ class StripeSignature:
         age = now - int(timestamp)
         if abs(age) > self.tolerance_seconds:
             raise SignatureError(
-                f"Stripe-Signature timestamp is {int(age)} s from now (tolerance {int(self.tolerance_seconds)} s)",
+                f"Stripe-Signature timestamp is {int(age)} s from now "
+                f"(tolerance {int(self.tolerance_seconds)} s)",
                 code="signature_stale",
             )
 
@@ -99,7 +104,8 @@ def identify_event(payload: Any) -> Identity:
     if not isinstance(event_id, str) or not event_id:
         raise DataQualityError("Stripe event has no id", code="not_a_stripe_event", field="id")
     if not isinstance(kind, str) or not kind:
-        raise DataQualityError(f"Stripe event {event_id} has no type", code="not_a_stripe_event", field="type")
+        raise DataQualityError(f"Stripe event {event_id} has no type", code="not_a_stripe_event",
+                               field="type")
     return Identity(event_id=event_id, event_type=kind)
 
 
@@ -208,7 +214,9 @@ def decode_event(connection: str, payload: Any) -> list[CloudEvent]:
     ]
 
 
-async def _list_events(http: httpx.AsyncClient, params: Mapping[str, str | int]) -> tuple[list[dict[str, Any]], bool]:
+async def _list_events(
+    http: httpx.AsyncClient, params: Mapping[str, str | int]
+) -> tuple[list[dict[str, Any]], bool]:
     with translate_transport_errors("List Events"):
         response = await http.get("/v1/events", params=dict(params))
     if response.status_code in (400, 404):
@@ -222,7 +230,8 @@ async def _list_events(http: httpx.AsyncClient, params: Mapping[str, str | int])
     body = response.json()
     data = body.get("data")
     if not isinstance(data, list):
-        raise DataQualityError("Stripe List Events answered without a data list", code="field_missing", field="data")
+        raise DataQualityError("Stripe List Events answered without a data list", code="field_missing",
+                               field="data")
     return data, bool(body.get("has_more"))
 
 

@@ -177,7 +177,8 @@ def build(model: type[_Model], label: str, **values: Any) -> _Model:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or model.__name__
-        raise DataQualityError(f"{label}: {where}: {first['msg']}", code="field_invalid", field=where) from None
+        message = f"{label}: {where}: {first['msg']}"
+        raise DataQualityError(message, code="field_invalid", field=where) from None
 
 
 def label_of(stripe_object: Mapping[str, Any]) -> str:
@@ -248,7 +249,9 @@ def _line_taxes(line: Fields, currency: str) -> tuple[list[TaxLine], int]:
         taxes.append(build(
             TaxLine, line.label, amount=Money(amount=amount, currency=currency),
             rate_basis_points=_basis_points(details) if details else None,
-            jurisdiction=(details.opt_string("jurisdiction") or details.opt_string("country")) if details else None,
+            jurisdiction=(
+                (details.opt_string("jurisdiction") or details.opt_string("country")) if details else None
+            ),
         ))
         if entry.raw("inclusive") is True:
             inclusive += amount
@@ -488,7 +491,8 @@ def to_payout(connection: str, payout: Mapping[str, Any], *, paid_at: datetime) 
     stripe_id = f.string("id")
     arrival = f.opt_date("arrival_date")
     if arrival is None:
-        raise DataQualityError(f"{label}: arrival_date is missing", code="field_missing", field="arrival_date")
+        raise DataQualityError(f"{label}: arrival_date is missing", code="field_missing",
+                               field="arrival_date")
     return build(
         Payout, label,
         id=canonical_id(connection, "payout", stripe_id),

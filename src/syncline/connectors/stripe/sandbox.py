@@ -36,7 +36,9 @@ from syncline.connectors.stripe.client import API_VERSION
 from syncline.connectors.stripe.inbound import StripeSignature
 from syncline.sandbox.faults import Fault, Faults
 
-__all__ = ["SANDBOX_API_KEY", "StripeApiError", "StripeSandbox", "WebhookSettings", "WebhookStats", "form_decode"]
+__all__ = [
+    "SANDBOX_API_KEY", "StripeApiError", "StripeSandbox", "WebhookSettings", "WebhookStats", "form_decode",
+]
 
 JSON = dict[str, Any]
 SANDBOX_API_KEY = "sk_test_sandbox"  # a fake key: what a default sandbox accepts
@@ -52,9 +54,12 @@ class StripeApiError(Exception):
                  code: str | None = None, param: str | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.status = status
-        self.body: JSON = {"error": {"type": type_, "message": message,
-                                     **({"code": code} if code else {}), **({"param": param} if param else {}),
-                                     **extra}}
+        error: JSON = {"type": type_, "message": message, **extra}
+        if code:
+            error["code"] = code
+        if param:
+            error["param"] = param
+        self.body: JSON = {"error": error}
 
 
 def form_decode(body: str) -> JSON:
@@ -106,14 +111,17 @@ def _string(params: Mapping[str, Any], key: str, *, required: bool = False) -> s
     return value
 
 
-def _integer(params: Mapping[str, Any], key: str, *, required: bool = False, minimum: int | None = None) -> int | None:
+def _integer(
+    params: Mapping[str, Any], key: str, *, required: bool = False, minimum: int | None = None
+) -> int | None:
     text = _string(params, key, required=required)
     if text is None:
         return None
     try:
         value = int(text)
     except ValueError:
-        raise StripeApiError(400, f"Invalid integer: {text}", code="parameter_invalid_integer", param=key) from None
+        raise StripeApiError(400, f"Invalid integer: {text}", code="parameter_invalid_integer",
+                             param=key) from None
     if minimum is not None and value < minimum:
         raise StripeApiError(400, f"This value must be greater than or equal to {minimum}.", param=key)
     return value
@@ -308,7 +316,8 @@ class StripeSandbox:
     def _get(self, kind: str, object_id: str | None, *, param: str = "id", status: int = 404) -> JSON:
         obj = self._objects.get(kind, {}).get(object_id or "")
         if obj is None:
-            raise StripeApiError(status, f"No such {kind}: '{object_id}'", code="resource_missing", param=param)
+            raise StripeApiError(status, f"No such {kind}: '{object_id}'", code="resource_missing",
+                                 param=param)
         return obj
 
     @asynccontextmanager
@@ -377,8 +386,9 @@ class StripeSandbox:
         headers = {"Request-Id": request_id, "Stripe-Version": API_VERSION}
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
             supplied = request.headers.get("authorization", "")
-            message = ("Invalid API Key provided" if supplied else
-                       "You did not provide an API key. Provide it in the Authorization header as Bearer <key>.")
+            message = "Invalid API Key provided" if supplied else (
+                "You did not provide an API key. Provide it in the Authorization header as Bearer <key>."
+            )
             error = StripeApiError(401, message)
             return self._json(401, orjson.dumps(error.body), headers)
         if self.faults.latency_seconds:
@@ -452,7 +462,8 @@ class StripeSandbox:
             if self._chance.random() < self.webhooks.duplicate_rate:
                 self.webhook_stats.duplicates += 1
                 # Stripe's duplicates arrive later, not back to back
-                self._enqueue_later(_Delivery(endpoint, event, duplicate=True), self._chance.uniform(0.0, 0.2))
+                copy = _Delivery(endpoint, event, duplicate=True)
+                self._enqueue_later(copy, self._chance.uniform(0.0, 0.2))
         return event
 
     def _enqueue(self, delivery: _Delivery) -> None:
@@ -552,14 +563,18 @@ class StripeSandbox:
         return self._json(200, orjson.dumps({"ok": True}))
 
     # -- lists -------------------------------------------------------------------------------------
-    def _page(self, items: Sequence[JSON], index: Mapping[str, int], params: JSON, url: str, kind: str) -> JSON:
+    def _page(
+        self, items: Sequence[JSON], index: Mapping[str, int], params: JSON, url: str, kind: str
+    ) -> JSON:
         """Return one newest-first page of ``items`` (held oldest first) the way Stripe pages."""
         limit = _integer(params, "limit") or 10
         if not 1 <= limit <= 100:
             raise StripeApiError(400, "This value must be between 1 and 100.", param="limit")
         after, before = _string(params, "starting_after"), _string(params, "ending_before")
         if after and before:
-            raise StripeApiError(400, "You may only specify one of these parameters: ending_before, starting_after.")
+            raise StripeApiError(
+                400, "You may only specify one of these parameters: ending_before, starting_after."
+            )
         total = len(items)
         if before is not None:
             position = self._position(index, before, "ending_before", kind)
@@ -584,7 +599,8 @@ class StripeSandbox:
     def _retrieve_event(self, call: _Call, _params: JSON) -> JSON:
         position = self._event_index.get(call.path["id"])
         if position is None:
-            raise StripeApiError(404, f"No such event: '{call.path['id']}'", code="resource_missing", param="id")
+            raise StripeApiError(404, f"No such event: '{call.path['id']}'", code="resource_missing",
+                                 param="id")
         return self._events[position]
 
     def _retrieve(self, kind: str) -> Handler:
@@ -678,7 +694,9 @@ class StripeSandbox:
             "inclusive": inclusive == "true", "jurisdiction": _string(params, "jurisdiction"),
             "livemode": False, "metadata": _metadata(params),
             # Stripe sends a JSON number; the Decimal kept aside is what tax is computed with
-            "percentage": int(percentage) if percentage == percentage.to_integral_value() else float(percentage),
+            "percentage": (
+                int(percentage) if percentage == percentage.to_integral_value() else float(percentage)
+            ),
             "tax_type": "vat",
         }
         self._tax_rates[rate["id"]] = percentage
@@ -687,13 +705,15 @@ class StripeSandbox:
     def _create_invoice_item(self, call: _Call, params: JSON) -> JSON:
         _allow(params, {"customer", "amount", "currency", "description", "period", "quantity", "unit_amount",
                         "tax_rates", "invoice", "metadata"})
-        customer = self._get("customer", _string(params, "customer", required=True), param="customer", status=400)
+        customer_id = _string(params, "customer", required=True)
+        customer = self._get("customer", customer_id, param="customer", status=400)
         quantity = _integer(params, "quantity", minimum=1) or 1
         amount = _integer(params, "amount")
         unit_amount = _integer(params, "unit_amount")
         if amount is None:
             if unit_amount is None:
-                raise StripeApiError(400, "Missing required param: amount.", code="parameter_missing", param="amount")
+                raise StripeApiError(400, "Missing required param: amount.", code="parameter_missing",
+                                     param="amount")
             amount = unit_amount * quantity
         now = self._now()
         period = _hash(params, "period")
@@ -745,7 +765,8 @@ class StripeSandbox:
             "id": self._new_id("il"), "object": "line_item", "amount": amount,
             "amount_excluding_tax": amount - inclusive_tax, "currency": item["currency"],
             "description": item["description"], "discount_amounts": [], "discountable": True, "discounts": [],
-            "invoice": invoice_id, "invoice_item": item["id"], "livemode": False, "metadata": item["metadata"],
+            "invoice": invoice_id, "invoice_item": item["id"], "livemode": False,
+            "metadata": item["metadata"],
             "period": item["period"], "price": None, "proration": False, "quantity": item["quantity"],
             "subscription": None, "tax_amounts": tax_amounts, "tax_rates": item["tax_rates"],
             "type": "invoiceitem",
@@ -755,13 +776,16 @@ class StripeSandbox:
     def _create_invoice(self, call: _Call, params: JSON) -> JSON:
         _allow(params, {"customer", "currency", "description", "pending_invoice_items_behavior", "due_date",
                         "collection_method", "auto_advance", "metadata"})
-        customer = self._get("customer", _string(params, "customer", required=True), param="customer", status=400)
+        customer_id = _string(params, "customer", required=True)
+        customer = self._get("customer", customer_id, param="customer", status=400)
         behavior = _string(params, "pending_invoice_items_behavior") or "include"
         if behavior not in ("include", "exclude"):
             raise StripeApiError(400, f"Invalid pending_invoice_items_behavior: {behavior}",
                                  param="pending_invoice_items_behavior")
-        items = [item for item in self._objects.get("invoiceitem", {}).values()
-                 if item["customer"] == customer["id"] and item["invoice"] is None] if behavior == "include" else []
+        items = [
+            item for item in self._objects.get("invoiceitem", {}).values()
+            if behavior == "include" and item["customer"] == customer["id"] and item["invoice"] is None
+        ]
         currencies = {item["currency"] for item in items}
         requested = _currency(params, required=False)
         if len(currencies) > 1 or (requested and currencies and requested not in currencies):
@@ -878,6 +902,16 @@ class StripeSandbox:
         self._mark_paid(call, invoice, before)
         return invoice
 
+    @staticmethod
+    def _outcome(declined: bool) -> JSON:
+        if declined:
+            return {"network_status": "declined_by_network", "reason": "generic_decline",
+                    "risk_level": "normal",
+                    "seller_message": "The bank did not return any further details with this decline.",
+                    "type": "issuer_declined"}
+        return {"network_status": "approved_by_network", "reason": None, "risk_level": "normal",
+                "seller_message": "Payment complete.", "type": "authorized"}
+
     def _charge(self, call: _Call, invoice: JSON, *, declined: bool) -> JSON:
         charge_id = self._new_id("ch")
         charge: JSON = {
@@ -891,10 +925,7 @@ class StripeSandbox:
             "disputed": False, "failure_code": "card_declined" if declined else None,
             "failure_message": "Your card was declined." if declined else None, "invoice": invoice["id"],
             "livemode": False, "metadata": {},
-            "outcome": {"network_status": "declined_by_network" if declined else "approved_by_network",
-                        "reason": "generic_decline" if declined else None, "risk_level": "normal",
-                        "seller_message": "The bank did not return any further details with this decline."
-                        if declined else "Payment complete.", "type": "issuer_declined" if declined else "authorized"},
+            "outcome": self._outcome(declined),
             "paid": not declined, "payment_intent": None, "payment_method": self._new_id("pm"),
             "payment_method_details": {"card": {"brand": "visa", "country": "US", "exp_month": 8,
                                                 "exp_year": 2030, "funding": "credit",
@@ -964,8 +995,10 @@ class StripeSandbox:
         _allow(params, {"invoice", "amount", "lines", "reason", "memo", "metadata"})
         invoice = self._get("invoice", _string(params, "invoice", required=True), param="invoice", status=400)
         if invoice["status"] not in ("open", "paid"):
-            raise StripeApiError(400, f"You can only credit an open or paid invoice; this one is "
-                                      f"{invoice['status']}.", code="invoice_unexpected_status", param="invoice")
+            raise StripeApiError(
+                400, f"You can only credit an open or paid invoice; this one is {invoice['status']}.",
+                code="invoice_unexpected_status", param="invoice",
+            )
         reason = _string(params, "reason")
         if reason not in (None, "duplicate", "fraudulent", "order_change", "product_unsatisfactory"):
             raise StripeApiError(400, f"Invalid reason: {reason}", param="reason")
@@ -973,8 +1006,10 @@ class StripeSandbox:
         total = sum(line["amount"] for line in lines)
         credited = invoice["pre_payment_credit_notes_amount"] + invoice["post_payment_credit_notes_amount"]
         if total <= 0 or total > invoice["total"] - credited:
-            raise StripeApiError(400, f"The credit note amount ({total}) must be positive and at most the "
-                                      f"invoice's uncredited total ({invoice['total'] - credited}).", param="amount")
+            raise StripeApiError(
+                400, f"The credit note amount ({total}) must be positive and at most the invoice's "
+                     f"uncredited total ({invoice['total'] - credited}).", param="amount",
+            )
         number_of = sum(1 for note in self._objects.get("credit_note", {}).values()
                         if note["invoice"] == invoice["id"]) + 1
         pre_payment = invoice["status"] == "open"
@@ -1022,11 +1057,12 @@ class StripeSandbox:
                                          param=f"lines[{position}][invoice_line_item]")
                 source = invoice_lines[line_id]
                 credited = _integer(entry, "amount", minimum=1)
-                lines.append(self._credit_note_line(
-                    source["amount"] if credited is None else credited, source["description"], line_id, quantity))
+                amount = source["amount"] if credited is None else credited
+                lines.append(self._credit_note_line(amount, source["description"], line_id, quantity))
             elif kind == "custom_line_item":
                 unit = _integer(entry, "unit_amount", required=True, minimum=1) or 0
-                lines.append(self._credit_note_line(unit * quantity, _string(entry, "description"), None, quantity))
+                description = _string(entry, "description")
+                lines.append(self._credit_note_line(unit * quantity, description, None, quantity))
             else:
                 raise StripeApiError(400, f"Invalid type: {kind}", param=f"lines[{position}][type]")
         return lines
@@ -1036,7 +1072,8 @@ class StripeSandbox:
         return {
             "id": self._new_id("cnli"), "object": "credit_note_line_item", "amount": amount,
             "amount_excluding_tax": amount, "description": description, "discount_amount": 0,
-            "discount_amounts": [], "invoice_line_item": invoice_line, "livemode": False, "quantity": quantity,
+            "discount_amounts": [], "invoice_line_item": invoice_line, "livemode": False,
+            "quantity": quantity,
             "tax_amounts": [], "tax_rates": [],
             "type": "invoice_line_item" if invoice_line else "custom_line_item",
             "unit_amount": amount // quantity, "unit_amount_decimal": str(amount // quantity),
