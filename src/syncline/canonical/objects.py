@@ -258,7 +258,155 @@ class JournalEntry(_Canonical):
     lines: list[JournalLine]
 
 
+class OpportunityStage(StrEnum):
+    OPEN = "open"
+    CLOSED_WON = "closed_won"
+    CLOSED_LOST = "closed_lost"
+
+
+class OrderLine(_Canonical):
+    """One line of an opportunity, quote or sales order: a price times a quantity."""
+
+    id: str
+    product_id: str | None = None
+    price_id: str | None = None
+    description: str | None = None
+    quantity: int = Field(ge=0)
+    unit_amount: Money
+    interval: Interval | None = None
+    service_start: date | None = None
+    service_end: date | None = None
+
+
+class Opportunity(_Canonical):
+    """A CRM deal (Salesforce Opportunity, HubSpot deal); closed-won starts onboarding."""
+
+    object_type: Literal["opportunity"] = "opportunity"
+    id: str
+    source: SourceRef
+    account_id: str
+    name: str | None = None
+    stage: OpportunityStage
+    currency: CurrencyCode
+    amount: Money | None = None
+    close_date: date | None = None
+    lines: list[OrderLine] = Field(default_factory=list)
+    #: Free-form status Syncline writes back to the CRM (e.g. "active in billing and ERP").
+    sync_status: str | None = None
+
+
+class QuoteStatus(StrEnum):
+    DRAFT = "draft"
+    PRESENTED = "presented"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class Quote(_Canonical):
+    object_type: Literal["quote"] = "quote"
+    id: str
+    source: SourceRef
+    account_id: str
+    opportunity_id: str | None = None
+    status: QuoteStatus
+    currency: CurrencyCode
+    lines: list[OrderLine] = Field(default_factory=list)
+    expires_on: date | None = None
+
+
+class ContractStatus(StrEnum):
+    DRAFT = "draft"
+    ACTIVATED = "activated"
+    EXPIRED = "expired"
+    CANCELED = "canceled"
+
+
+class Contract(_Canonical):
+    object_type: Literal["contract"] = "contract"
+    id: str
+    source: SourceRef
+    account_id: str
+    opportunity_id: str | None = None
+    status: ContractStatus
+    start_date: date
+    term_months: int = Field(ge=1)
+
+
+class SalesOrder(_Canonical):
+    """The ERP's order for a won deal (NetSuite sales order)."""
+
+    object_type: Literal["sales_order"] = "sales_order"
+    id: str
+    source: SourceRef
+    account_id: str
+    opportunity_id: str | None = None
+    currency: CurrencyCode
+    order_date: date
+    lines: list[OrderLine]
+    legal_entity_id: str | None = None
+    memo: str | None = None
+
+
+class DisputeStatus(StrEnum):
+    OPEN = "open"
+    WON = "won"
+    LOST = "lost"
+
+
+class Dispute(_Canonical):
+    """A chargeback on a payment."""
+
+    object_type: Literal["dispute"] = "dispute"
+    id: str
+    source: SourceRef
+    payment_id: str
+    account_id: str | None = None
+    amount: Money
+    status: DisputeStatus
+    reason: str | None = None
+    opened_at: datetime
+
+
+class EntitlementLevel(StrEnum):
+    NONE = "none"
+    BASIC = "basic"
+    STANDARD = "standard"
+    PREMIUM = "premium"
+
+
+class Entitlement(_Canonical):
+    """The support level an account is entitled to (Zendesk organization fields/tags)."""
+
+    object_type: Literal["entitlement"] = "entitlement"
+    id: str
+    source: SourceRef
+    account_id: str
+    level: EntitlementLevel
+    active: bool = True
+    reason: str | None = None
+
+
+class TicketPriority(StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+
+class SupportTicket(_Canonical):
+    """A ticket in the support desk, e.g. for a support-side exception."""
+
+    object_type: Literal["support_ticket"] = "support_ticket"
+    id: str
+    source: SourceRef
+    account_id: str | None = None
+    subject: str
+    description: str
+    priority: TicketPriority = TicketPriority.NORMAL
+    tags: list[str] = Field(default_factory=list)
+
+
 CanonicalObject = (
     Account | Contact | Product | Price | Subscription | Invoice | CreditMemo | Payment | Refund
-    | Payout | JournalEntry
+    | Payout | JournalEntry | Opportunity | Quote | Contract | SalesOrder | Dispute | Entitlement | SupportTicket
 )
