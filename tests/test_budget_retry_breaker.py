@@ -79,11 +79,13 @@ def test_backoff_is_jittered_capped_and_honours_retry_after() -> None:
 
 def test_give_up_depends_on_the_error_class() -> None:
     policy = RetryPolicy(max_attempts=3, dependency_max_attempts=6)
-    assert not policy.exhausted(2, TransientError("x"))
-    assert policy.exhausted(3, TransientError("x"))
-    assert not policy.exhausted(5, DependencyMissingError("customer missing"))
-    assert policy.exhausted(6, DependencyMissingError("customer missing"))
-    assert not policy.exhausted(11, RateLimitedError("slow"))
+    assert not policy.exhausted(2, 2, TransientError("x"))
+    assert policy.exhausted(3, 3, TransientError("x"))
+    # Attempts spent waiting for a dependency or a rate limit leave the transient retries intact.
+    assert not policy.exhausted(9, 1, TransientError("x"))
+    assert not policy.exhausted(5, 0, DependencyMissingError("customer missing"))
+    assert policy.exhausted(6, 0, DependencyMissingError("customer missing"))
+    assert not policy.exhausted(11, 0, RateLimitedError("slow"))
 
 
 def test_breaker_opens_probes_and_closes() -> None:
@@ -101,3 +103,16 @@ def test_breaker_opens_probes_and_closes() -> None:
     assert breaker.allows(now=30) == 1
     breaker.record_success()
     assert breaker.state is BreakerState.CLOSED and breaker.allows(now=30) == -1
+
+
+def test_half_open_probe_that_found_nothing_to_send_is_given_back() -> None:
+    # Regression: a probe granted when the outbox had no due row kept the breaker half-open with
+    # no request in flight, so the connection stopped for good.
+    breaker = CircuitBreaker(failures=1, cooldown=1)
+    breaker.record_failure(now=0)
+    assert breaker.allows(now=1) == 1
+    assert breaker.allows(now=1) == 0
+    breaker.release_probe()
+    assert breaker.allows(now=1) == 1
+    breaker.record_success()
+    assert breaker.state is BreakerState.CLOSED

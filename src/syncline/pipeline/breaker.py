@@ -44,6 +44,11 @@ class CircuitBreaker:
             return 1
         return 0
 
+    def release_probe(self) -> None:
+        """Give back a probe that was granted but not used (there was nothing to send)."""
+        if self.state is BreakerState.HALF_OPEN:
+            self._probing = False
+
     def record_success(self) -> None:
         self.consecutive = 0
         if self.state is not BreakerState.CLOSED:

@@ -66,6 +66,7 @@ class _Claimed:
     correlation_id: str
     attempts: int
     payload: str
+    failures: int
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def claim(
     query = (
         select(
             deliveries.c.id, deliveries.c.operation, deliveries.c.idempotency_key, deliveries.c.canonical_id,
-            deliveries.c.correlation_id, deliveries.c.attempts, deliveries.c.payload,
+            deliveries.c.correlation_id, deliveries.c.attempts, deliveries.c.payload, deliveries.c.failures,
         )
         .where(deliveries.c.connection == connection, due, ~blocked)
         .order_by(deliveries.c.id)
@@ -188,6 +189,8 @@ class DeliveryWorker:
                     claim, self.engine, self.connection, self.owner, want, self.lease_seconds
                 )
                 if not rows:
+                    if allowed == 1:
+                        self.breaker.release_probe()
                     await self._sleep(stop, self.poll_seconds)
                     continue
                 for group in self._groups(rows):
@@ -293,10 +296,11 @@ class DeliveryWorker:
         metrics.deliveries.labels(self.connection, kind).inc()
         if isinstance(error, RateLimitedError):
             self.budget.record_rate_limited(error.retry_after)
-        elif isinstance(error, TransientError) and error.error_class is ErrorClass.TRANSIENT:
+        if error.error_class is ErrorClass.TRANSIENT:
             self.breaker.record_failure()
-        elif not isinstance(error, TransientError):
-            # A business or data answer means the vendor is up.
+        else:
+            # Any coherent answer (rate limit, missing dependency, business or data error) means
+            # the vendor is up; it is also the verdict a half-open probe waits for.
             self.breaker.record_success()
 
     async def _flush_loop(self, stop: asyncio.Event) -> None:
@@ -324,6 +328,7 @@ class DeliveryWorker:
         for outcome in batch:
             row, error = outcome.row, outcome.error
             attempt = row.attempts + 1
+            failures = row.failures + (error is not None and error.error_class is ErrorClass.TRANSIENT)
             if error is None and outcome.result is not None:
                 result = outcome.result
                 done.append({"b_id": row.id, "b_attempts": attempt, "b_external": result.external_id})
@@ -342,21 +347,22 @@ class DeliveryWorker:
             message = f"{error.code}: {error.message}"[:2000]
             if isinstance(error, AuthConfigError):
                 # Not the record's fault: put it back untouched and stop the connection.
-                retry.append({"b_id": row.id, "b_attempts": row.attempts, "b_next": now, "b_class": kind,
-                              "b_error": message})
+                retry.append({"b_id": row.id, "b_attempts": row.attempts, "b_failures": row.failures, "b_next": now,
+                              "b_class": kind, "b_error": message})
                 pause_reason = message
                 history.append(self._history(row, "connection_paused", message, now))
                 continue
-            if isinstance(error, TransientError) and not self.policy.exhausted(attempt, error):
-                delay = self.policy.delay(attempt, error.retry_after)
-                retry.append({"b_id": row.id, "b_attempts": attempt, "b_next": now + delay, "b_class": kind,
-                              "b_error": message})
+            if isinstance(error, TransientError) and not self.policy.exhausted(attempt, failures, error):
+                delay = self.policy.delay(max(1, failures), error.retry_after)
+                retry.append({"b_id": row.id, "b_attempts": attempt, "b_failures": failures, "b_next": now + delay,
+                              "b_class": kind, "b_error": message})
                 history.append(self._history(row, "retry_scheduled", f"{message} (retry in {delay:.1f}s)", now))
                 self.stats.retried += 1
                 continue
             if isinstance(error, TransientError):
                 message = f"gave up after {attempt} attempts: {message}"
-            park.append({"b_id": row.id, "b_attempts": attempt, "b_class": kind, "b_error": message})
+            park.append({"b_id": row.id, "b_attempts": attempt, "b_failures": failures, "b_class": kind,
+                         "b_error": message})
             problems.append({"source": "delivery", "ref_id": row.id, "connection": self.connection,
                              "error_class": kind, "code": error.code, "reason": message,
                              "correlation_id": row.correlation_id, "created_at": now})
@@ -378,7 +384,8 @@ class DeliveryWorker:
             if retry:
                 conn.execute(
                     update(deliveries).where(mine).values(
-                        state="pending", attempts=bindparam("b_attempts"), next_attempt_at=bindparam("b_next"),
+                        state="pending", attempts=bindparam("b_attempts"), failures=bindparam("b_failures"),
+                        next_attempt_at=bindparam("b_next"),
                         error_class=bindparam("b_class"), last_error=bindparam("b_error"), updated_at=now,
                         lease_owner=None, lease_until=None,
                     ),
@@ -387,7 +394,8 @@ class DeliveryWorker:
             if park:
                 conn.execute(
                     update(deliveries).where(mine).values(
-                        state="parked", attempts=bindparam("b_attempts"), error_class=bindparam("b_class"),
+                        state="parked", attempts=bindparam("b_attempts"), failures=bindparam("b_failures"),
+                        error_class=bindparam("b_class"),
                         last_error=bindparam("b_error"), updated_at=now, lease_owner=None, lease_until=None,
                     ),
                     park,

@@ -58,7 +58,7 @@ def _reset(engine: Engine, where: Any, states: tuple[str, ...], stage: str, note
             chunk = ids[start:start + 500]
             conn.execute(
                 update(deliveries).where(deliveries.c.id.in_(chunk)).values(
-                    state="pending", attempts=0, next_attempt_at=now, lease_owner=None, lease_until=None,
+                    state="pending", attempts=0, failures=0, next_attempt_at=now, lease_owner=None, lease_until=None,
                     updated_at=now,
                 )
             )

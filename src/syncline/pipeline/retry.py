@@ -29,11 +29,16 @@ class RetryPolicy:
             return max(float(retry_after), jittered)
         return jittered
 
-    def exhausted(self, attempt: int, error: TransientError) -> bool:
-        """Whether ``attempt`` failed attempts of this kind mean "park it"."""
+    def exhausted(self, attempt: int, failures: int, error: TransientError) -> bool:
+        """Whether a record that failed with ``error`` should now be parked.
+
+        ``attempt`` counts every attempt so far (this one included), ``failures`` only the
+        transient ones (5xx, timeouts): ``max_attempts`` is spent by those alone, so a record
+        that waited out rate limits or its customer's late arrival still gets its full retries.
+        """
         if isinstance(error, DependencyMissingError):
             return attempt >= self.dependency_max_attempts
         if error.error_class is ErrorClass.RATE_LIMITED:
             # Rate limits say nothing about the record; allow far more before parking.
             return attempt >= self.max_attempts * 4
-        return attempt >= self.max_attempts
+        return failures >= self.max_attempts

@@ -69,6 +69,9 @@ deliveries = Table(
     # pending -> inflight -> done | pending (retry) | parked ; skipped when superseded
     Column("state", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
+    #: Transient failures (5xx, timeouts) only: what ``retry.max_attempts`` is counted against, so
+    #: waiting on a rate limit or on a missing dependency does not use up a record's retries.
+    Column("failures", Integer, nullable=False, default=0, server_default="0"),
     Column("next_attempt_at", Float, nullable=False),
     Column("lease_owner", String(64)),
     Column("lease_until", Float),
