@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 
 import orjson
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select, update
 
 from syncline.errors import AuthConfigError, BusinessRuleError, DataQualityError, RateLimitedError, TransientError
 from syncline.pipeline import operations
+from syncline.pipeline.delivery import claim
 from syncline.pipeline.inbox import Received, write_inbox
 from syncline.pipeline.normalize import normalize_batch
 from syncline.runtime import Syncline
@@ -257,3 +259,22 @@ async def test_batchable_operations_go_in_batches_of_the_declared_size(store_url
     with syncline.engine.connect() as conn:
         parked = conn.execute(select(deliveries.c.canonical_id).where(deliveries.c.state == "parked")).scalars().all()
     assert parked == ["account_7"]  # one bad record in a batch parks alone
+
+
+def test_a_row_waits_for_its_dependency_even_when_the_dependency_was_queued_later(engine: Engine) -> None:
+    # Webhooks arrive out of order: the invoice's row is older than its customer's.
+    now = time.time()
+
+    def row(key: str, after: str | None) -> dict[str, object]:
+        return {"connection": "erp", "operation": "upsert", "ordering_key": key, "after_key": after,
+                "dedupe_key": key, "idempotency_key": key, "canonical_id": key, "event_type": "x.y",
+                "correlation_id": "c", "payload": "{}", "state": "pending", "attempts": 0,
+                "next_attempt_at": now, "created_at": now, "updated_at": now}
+
+    with engine.begin() as conn:
+        conn.execute(deliveries.insert(), [row("erp:invoice_1", "erp:account_1"), row("erp:account_1", None)])
+    first = claim(engine, "erp", "w", 10, 30.0)
+    assert [r.canonical_id for r in first] == ["erp:account_1"]
+    with engine.begin() as conn:
+        conn.execute(update(deliveries).where(deliveries.c.canonical_id == "erp:account_1").values(state="done"))
+    assert [r.canonical_id for r in claim(engine, "erp", "w", 10, 30.0)] == ["erp:invoice_1"]

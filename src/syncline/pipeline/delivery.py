@@ -83,9 +83,15 @@ def claim(
     """Lease up to ``limit`` deliverable rows of ``connection`` to ``owner``."""
     now = time.time() if now is None else now
     earlier = aliased(deliveries)
+    # A row waits for older unfinished rows of its own key, and for every unfinished row of the
+    # key it depends on, older or not: webhooks arrive out of order, so an invoice's customer
+    # may be queued after the invoice, and polling the vendor with the invoice until then would
+    # only spend the budget (and, under load, starve the customer row itself).
     blocked = exists().where(
-        or_(earlier.c.ordering_key == deliveries.c.ordering_key, earlier.c.ordering_key == deliveries.c.after_key),
-        earlier.c.id < deliveries.c.id,
+        or_(
+            and_(earlier.c.ordering_key == deliveries.c.ordering_key, earlier.c.id < deliveries.c.id),
+            earlier.c.ordering_key == deliveries.c.after_key,
+        ),
         earlier.c.state.in_(_BLOCKING_STATES),
     )
     due = or_(
