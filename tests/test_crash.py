@@ -29,7 +29,7 @@ from syncline.sandbox import Faults, free_port
 from syncline.store import create_store_engine, deliveries, exceptions, inbox
 
 #: Invoices per crash run; CI uses the default, a quick local check can set fewer.
-INVOICES = int(os.environ.get("SYNCLINE_CRASH_INVOICES", "2000"))
+INVOICES = int(os.environ.get("SYNCLINE_CRASH_INVOICES", "1000"))
 
 
 class Killer:

@@ -25,6 +25,13 @@ _DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "payment": ("invoice_id", "account_id"),
     "refund": ("payment_id",),
     "contact": ("account_id",),
+    "opportunity": ("account_id",),
+    "quote": ("opportunity_id", "account_id"),
+    "contract": ("account_id",),
+    "sales_order": ("account_id",),
+    "entitlement": ("account_id",),
+    "support_ticket": ("account_id",),
+    "dispute": ("payment_id",),
 }
 
 
