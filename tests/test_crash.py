@@ -28,8 +28,9 @@ from syncline.demo import DemoEnvironment, drive_stripe, sandbox_json, wait_unti
 from syncline.sandbox import Faults, free_port
 from syncline.store import create_store_engine, deliveries, exceptions, inbox
 
-#: Invoices per crash run; CI uses the default, a quick local check can set fewer.
-INVOICES = int(os.environ.get("SYNCLINE_CRASH_INVOICES", "1000"))
+#: Invoices per crash run: 2,000 make about 10,700 Stripe events (the issue asks for 10,000);
+#: a quick local check can set fewer.
+INVOICES = int(os.environ.get("SYNCLINE_CRASH_INVOICES", "2000"))
 
 
 class Killer:
