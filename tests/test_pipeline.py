@@ -278,3 +278,18 @@ def test_a_row_waits_for_its_dependency_even_when_the_dependency_was_queued_late
     with engine.begin() as conn:
         conn.execute(update(deliveries).where(deliveries.c.canonical_id == "erp:account_1").values(state="done"))
     assert [r.canonical_id for r in claim(engine, "erp", "w", 10, 30.0)] == ["erp:invoice_1"]
+
+
+def test_a_decoder_crash_parks_its_row_and_the_batch_goes_on(store_url: str) -> None:
+    syncline = make_syncline(store_url, FakeVendor("decoder-bug"))
+    ingest(syncline, account_event("e1", "account_a"))
+    # Valid JSON the fake decoder does not expect: it raises AttributeError, not a SynclineError.
+    write_inbox(syncline.engine, [Received("src", "e2", "account.created", b"[1, 2]")])
+
+    stats = normalize_batch(syncline.engine, syncline.connectors, syncline.router)
+
+    assert (stats.claimed, stats.deliveries, stats.parked) == (2, 1, 1)
+    with syncline.engine.connect() as conn:
+        code, reason = conn.execute(select(exceptions.c.code, exceptions.c.reason)).one()
+    assert code == "decoder_failed"
+    assert "AttributeError" in reason

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import httpx
+import orjson
 from pydantic import SecretStr
 
 from syncline.canonical.events import CloudEvent
@@ -107,6 +108,31 @@ class Connector(ABC):
     def verify_webhook(self, headers: Mapping[str, str], body: bytes, *, now: float) -> None:
         """Raise :class:`~syncline.errors.SignatureError` unless the request is authentic."""
         raise SynclineError(f"{self.vendor} does not receive webhooks", code="webhooks_unsupported")
+
+    def verify_webhook_request(
+        self, headers: Mapping[str, str], body: bytes, *, now: float, method: str, url: str | None
+    ) -> None:
+        """Like :meth:`verify_webhook`, for vendors whose signature also covers the method and URL.
+
+        The API calls this one; the default ignores ``method`` and ``url`` (HubSpot's v3
+        signature needs them and overrides it).
+        """
+        self.verify_webhook(headers, body, now=now)
+
+    def parse_body(self, body: bytes) -> Any:
+        """Parse an authentic webhook body for :meth:`identify` and :meth:`decode` (JSON by default).
+
+        Vendors that post another format (Salesforce Outbound Messages are SOAP XML) override it;
+        the API and the normalizer both call it, so the inbox keeps the raw bytes.
+        """
+        return orjson.loads(body)
+
+    def webhook_response(self, body: bytes) -> tuple[bytes, str] | None:
+        """Return the (body, media type) to acknowledge a stored webhook with, or None for the JSON default.
+
+        Salesforce Outbound Messages must be answered with a SOAP ``Ack`` envelope.
+        """
+        return None
 
     def identify(self, payload: Any) -> Identity:
         """Return the vendor event id (for dedupe) and type of a parsed webhook payload."""

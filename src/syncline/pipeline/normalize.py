@@ -8,12 +8,13 @@ the timeline and the inbox rows' new state. A crash anywhere leaves either all o
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import Engine, bindparam, func, select, update
+import structlog
+from sqlalchemy import Connection, Engine, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from syncline.canonical.events import CloudEvent
@@ -21,6 +22,8 @@ from syncline.connectors.base import Connector
 from syncline.errors import ErrorClass, SynclineError
 from syncline.pipeline.routing import Router
 from syncline.store import deliveries, exceptions, inbox, insert_ignore, object_versions, timeline, xref
+
+log = structlog.get_logger("syncline.pipeline.normalize")
 
 
 @dataclass
@@ -54,10 +57,20 @@ def _raise_version(engine: Engine) -> Any:
     )
 
 
+class EventObserver(Protocol):
+    """Something that records canonical events in the normalizer's transaction (the flow engine)."""
+
+    def record(self, conn: Connection, events: Sequence[CloudEvent], now: float) -> int: ...
+
+
 def normalize_batch(
-    engine: Engine, connectors: Mapping[str, Connector], router: Router, *, limit: int = 500
+    engine: Engine, connectors: Mapping[str, Connector], router: Router, *, limit: int = 500,
+    observers: Sequence[EventObserver] = (),
 ) -> NormalizeStats:
-    """Process one batch of received inbox rows; return what happened."""
+    """Process one batch of received inbox rows; return what happened.
+
+    ``observers`` see every decoded event inside the same transaction (flows start from them).
+    """
     stats = NormalizeStats()
     now = time.time()
     with engine.begin() as conn:
@@ -79,6 +92,7 @@ def normalize_batch(
         # (ordering key) -> newest sequence seen in this batch, and the events waiting on it
         versions: dict[str, int] = {}
         pending: list[tuple[dict[str, object], str, int | None]] = []
+        decoded: list[CloudEvent] = []
 
         for row in rows:
             connector = connectors.get(row.connection)
@@ -87,10 +101,17 @@ def normalize_batch(
                     raise SynclineError(
                         f"connection {row.connection!r} is no longer configured", code="connection_unknown"
                     )
-                events = connector.decode(orjson.loads(row.body))
-            except (SynclineError, orjson.JSONDecodeError) as exc:
-                reason = str(exc) or type(exc).__name__
-                code = getattr(exc, "code", "payload_undecodable")
+                events = connector.decode(connector.parse_body(row.body))
+            except Exception as exc:
+                # Whatever a decoder raises parks this one row: a connector bug (a pydantic
+                # ValidationError, a KeyError) must not roll back the batch and block the inbox.
+                if isinstance(exc, SynclineError):
+                    reason, code = str(exc) or type(exc).__name__, exc.code
+                elif isinstance(exc, orjson.JSONDecodeError):
+                    reason, code = f"body is not JSON: {exc}", "payload_undecodable"
+                else:
+                    log.exception("decoder raised an untyped error", connection=row.connection, inbox_id=row.id)
+                    reason, code = f"the {row.connection} decoder failed ({type(exc).__name__})", "decoder_failed"
                 inbox_updates.append({"b_id": row.id, "b_state": "parked", "b_error": reason, "b_corr": None})
                 parked.append({
                     "source": "inbox", "ref_id": row.id, "connection": row.connection,
@@ -109,6 +130,7 @@ def normalize_batch(
             inbox_updates.append(
                 {"b_id": row.id, "b_state": "done", "b_error": None, "b_corr": events[0].correlationid}
             )
+            decoded.extend(events)
             for event in events:
                 stats.events += 1
                 subject = event.subject or event.id
@@ -175,6 +197,8 @@ def normalize_batch(
             conn.execute(timeline.insert(), history)
         if parked:
             conn.execute(exceptions.insert(), parked)
+        for observer in observers:
+            observer.record(conn, decoded, now)
         conn.execute(
             update(inbox)
             .where(inbox.c.id == bindparam("b_id"))
