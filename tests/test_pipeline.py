@@ -10,6 +10,7 @@ import orjson
 import pytest
 from sqlalchemy import Engine, func, select, update
 
+from syncline.canonical import canonical_id
 from syncline.errors import AuthConfigError, BusinessRuleError, DataQualityError, RateLimitedError, TransientError
 from syncline.pipeline import operations
 from syncline.pipeline.delivery import claim
@@ -293,3 +294,31 @@ def test_a_decoder_crash_parks_its_row_and_the_batch_goes_on(store_url: str) -> 
         code, reason = conn.execute(select(exceptions.c.code, exceptions.c.reason)).one()
     assert code == "decoder_failed"
     assert "AttributeError" in reason
+
+
+@pytest.mark.anyio
+async def test_ids_a_target_echoes_back_resolve_to_the_identity_syncline_delivered(store_url: str) -> None:
+    vendor = FakeVendor("echo")
+    syncline = make_syncline(store_url, vendor)
+    ingest(syncline, account_event("a1", "account_1"))
+    await run_until_idle(syncline)
+    # The ERP named the customer fake-account_1; its own webhook about an invoice says so.
+    echoed = canonical_id("erp", "account", "fake-account_1")
+    write_inbox(syncline.engine, [
+        Received("erp", "e1", "invoice.issued", invoice_event("e1", "invoice_9", echoed)),
+        Received("erp", "e2", "account.updated", account_event("e2", echoed)),
+    ])
+
+    normalize_batch(syncline.engine, syncline.connectors, syncline.router)
+
+    with syncline.engine.connect() as conn:
+        rows = conn.execute(select(deliveries.c.operation, deliveries.c.canonical_id, deliveries.c.after_key,
+                                   deliveries.c.payload).where(deliveries.c.state == "pending")
+                            .order_by(deliveries.c.id)).all()
+    assert [(r.operation, r.canonical_id, r.after_key) for r in rows] == [
+        ("upsert_invoice", "invoice_9", "erp:account_1"),
+        ("upsert_account", "account_1", None),
+    ]
+    assert orjson.loads(rows[0].payload)["account_id"] == "account_1"
+    # A record never delivered anywhere keeps the id it decoded to.
+    assert orjson.loads(rows[0].payload)["id"] == "invoice_9"

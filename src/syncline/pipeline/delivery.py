@@ -37,10 +37,20 @@ from syncline.errors import (
     TransientError,
 )
 from syncline.observe import metrics
+from syncline.pipeline import identity
 from syncline.pipeline.breaker import CircuitBreaker
 from syncline.pipeline.budget import Budget
 from syncline.pipeline.retry import RetryPolicy
-from syncline.store import connection_state, deliveries, exceptions, insert_ignore, timeline, upsert, xref
+from syncline.store import (
+    aliases,
+    connection_state,
+    deliveries,
+    exceptions,
+    insert_ignore,
+    timeline,
+    upsert,
+    xref,
+)
 
 log = structlog.get_logger("syncline.delivery")
 
@@ -328,6 +338,7 @@ class DeliveryWorker:
         retry: list[dict[str, Any]] = []
         park: list[dict[str, Any]] = []
         refs: list[dict[str, Any]] = []
+        alias_rows: list[dict[str, Any]] = []
         history: list[dict[str, Any]] = []
         problems: list[dict[str, Any]] = []
         pause_reason: str | None = None
@@ -341,6 +352,12 @@ class DeliveryWorker:
                 refs.append({"system": self.connection, "object_type": result.object_type,
                              "external_id": result.external_id, "canonical_id": row.canonical_id,
                              "created_at": now})
+                operation = self.connector.operations.get(row.operation)
+                if operation is not None and result.external_id:
+                    alias = identity.alias_row(self.connection, operation.accepts, result.external_id,
+                                               row.canonical_id, now)
+                    if alias is not None:
+                        alias_rows.append(alias)
                 verb = {True: "created", False: "updated", None: "upserted"}[result.created]
                 history.append(self._history(row, "delivered", f"{row.operation}: {verb} {result.external_id}", now))
                 self.stats.delivered += 1
@@ -387,6 +404,8 @@ class DeliveryWorker:
                     done,
                 )
                 conn.execute(insert_ignore(self.engine, xref), refs)
+                if alias_rows:
+                    conn.execute(insert_ignore(self.engine, aliases), alias_rows)
             if retry:
                 conn.execute(
                     update(deliveries).where(mine).values(

@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from syncline.canonical.events import CloudEvent
 from syncline.connectors.base import Connector
 from syncline.errors import ErrorClass, SynclineError
+from syncline.pipeline import identity
 from syncline.pipeline.routing import Router
 from syncline.store import deliveries, exceptions, inbox, insert_ignore, object_versions, timeline, xref
 
@@ -93,6 +94,7 @@ def normalize_batch(
         versions: dict[str, int] = {}
         pending: list[tuple[dict[str, object], str, int | None]] = []
         decoded: list[CloudEvent] = []
+        accepted: list[tuple[Any, list[CloudEvent]]] = []
 
         for row in rows:
             connector = connectors.get(row.connection)
@@ -130,6 +132,13 @@ def normalize_batch(
             inbox_updates.append(
                 {"b_id": row.id, "b_state": "done", "b_error": None, "b_corr": events[0].correlationid}
             )
+            accepted.append((row, events))
+
+        # Ids a target system echoes back resolve to the ids Syncline delivered (one query).
+        resolved = identity.resolve(conn, [event for _, events in accepted for event in events])
+        position = 0
+        for row, events in accepted:
+            events, position = resolved[position:position + len(events)], position + len(events)
             decoded.extend(events)
             for event in events:
                 stats.events += 1

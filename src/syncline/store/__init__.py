@@ -2,6 +2,7 @@
 
 from syncline.store._engine import create_store_engine, database_url, insert_ignore, migrate, upsert
 from syncline.store.schema import (
+    aliases,
     connection_state,
     cursors,
     deliveries,
@@ -14,6 +15,6 @@ from syncline.store.schema import (
 )
 
 __all__ = [
-    "connection_state", "create_store_engine", "cursors", "database_url", "deliveries", "exceptions",
+    "aliases", "connection_state", "create_store_engine", "cursors", "database_url", "deliveries", "exceptions",
     "inbox", "insert_ignore", "metadata", "migrate", "object_versions", "timeline", "upsert", "xref",
 ]

@@ -84,7 +84,11 @@ def upsert(engine: Engine, table: Table, keys: list[str], update: list[str]) -> 
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the store schema up to the newest Alembic revision (every head: parts of Syncline add their own migration branches)."""
+    """Bring the store schema up to the newest Alembic revision of every branch.
+
+    Parts of Syncline (ledger, governance, flows) keep their own migration branches off the
+    initial schema, so the upgrade goes to all heads.
+    """
     from alembic import command
     from alembic.config import Config
 

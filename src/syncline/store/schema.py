@@ -97,6 +97,18 @@ xref = Table(
     Index(None, "canonical_id"),
 )
 
+aliases = Table(
+    "aliases",
+    metadata,
+    # A record Syncline created in another system comes back in that system's webhooks under the
+    # id that system gave it, which decodes to a second canonical id. The alias maps that id back
+    # to the identity Syncline wrote (see syncline.pipeline.identity).
+    Column("alias_id", String(128), primary_key=True),
+    Column("canonical_id", String(128), nullable=False),
+    Column("system", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
 object_versions = Table(
     "object_versions",
     metadata,

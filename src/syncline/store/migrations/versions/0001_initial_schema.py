@@ -120,6 +120,13 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_timeline_canonical_id'), ['canonical_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_timeline_correlation_id_id'), ['correlation_id', 'id'], unique=False)
 
+    op.create_table('aliases',
+    sa.Column('alias_id', sa.String(length=128), nullable=False),
+    sa.Column('canonical_id', sa.String(length=128), nullable=False),
+    sa.Column('system', sa.String(length=64), nullable=False),
+    sa.Column('created_at', sa.Float(), nullable=False),
+    sa.PrimaryKeyConstraint('alias_id', name=op.f('pk_aliases'))
+    )
     op.create_table('xref',
     sa.Column('system', sa.String(length=64), nullable=False),
     sa.Column('object_type', sa.String(length=64), nullable=False),
@@ -140,6 +147,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_xref_canonical_id'))
 
     op.drop_table('xref')
+    op.drop_table('aliases')
     with op.batch_alter_table('timeline', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_timeline_correlation_id_id'))
         batch_op.drop_index(batch_op.f('ix_timeline_canonical_id'))
