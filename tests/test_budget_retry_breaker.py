@@ -44,7 +44,7 @@ async def test_budget_rate_limits_requests_per_second() -> None:
 
 
 def test_budget_halves_on_429_and_grows_back() -> None:
-    budget = Budget(8, grow_after=5)
+    budget = Budget(8, grow_after=5, cut_interval=0)
     budget.record_rate_limited(None)
     assert budget.limit == 4
     budget.record_rate_limited(None)
@@ -54,6 +54,19 @@ def test_budget_halves_on_429_and_grows_back() -> None:
     for _ in range(5 * 20):
         budget.record_success()
     assert budget.limit == 8  # never above the ceiling
+
+
+def test_a_burst_of_429s_cuts_the_budget_once_and_it_grows_back_a_slot_per_window() -> None:
+    budget = Budget(8)
+    for _ in range(6):  # the answers to requests that were all in flight together
+        budget.record_rate_limited(None)
+    assert budget.limit == 4
+    assert budget.rate_limited == 6
+    for _ in range(3):
+        budget.record_success()
+    assert budget.limit == 4
+    budget.record_success()  # a window of 4 clean answers at limit 4
+    assert budget.limit == 5
 
 
 @pytest.mark.anyio

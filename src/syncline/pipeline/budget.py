@@ -2,8 +2,11 @@
 
 One :class:`Budget` per target connection is shared by everything that calls it (deliveries,
 replays, catch-up), so the vendor sees one well-behaved client. The concurrency limit is
-additive-increase / multiplicative-decrease: halved on a rate-limit answer, raised by one after
-``grow_after`` clean successes, never above the configured ceiling.
+additive-increase / multiplicative-decrease, as TCP does it: halved on a rate-limit answer, but
+at most once per ``cut_interval`` (the requests already in flight when the first 429 came were
+sent at the old limit; their 429s say nothing new), and raised by one after each window of clean
+successes (``grow_after``, or the current limit when not set), never above the configured
+ceiling. A vendor's Retry-After holds every new request of the connection until it has passed.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ class Budget:
     """Concurrency slots plus a token bucket for one connection."""
 
     def __init__(
-        self, concurrency: int, rate_per_second: float | None = None, *, grow_after: int = 50
+        self, concurrency: int, rate_per_second: float | None = None, *, grow_after: int | None = None,
+        cut_interval: float = 1.0,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -30,6 +34,8 @@ class Budget:
         self.peak = 0
         self.rate_limited = 0
         self._grow_after = grow_after
+        self._cut_interval = cut_interval
+        self._last_cut = -float("inf")
         self._clean = 0
         self._paused_until = 0.0
         self._tokens = float(rate_per_second or 0)
@@ -82,7 +88,7 @@ class Budget:
     def record_success(self) -> None:
         """Count a clean response; grow the limit back towards the ceiling."""
         self._clean += 1
-        if self.limit < self.ceiling and self._clean >= self._grow_after:
+        if self.limit < self.ceiling and self._clean >= (self._grow_after or self.limit):
             self.limit += 1
             self._clean = 0
 
@@ -90,7 +96,10 @@ class Budget:
         """Halve the concurrency limit and hold new requests for ``retry_after`` seconds."""
         self.rate_limited += 1
         self._clean = 0
-        self.limit = max(1, self.limit // 2)
+        now = time.monotonic()
+        if now - self._last_cut >= self._cut_interval:
+            self._last_cut = now
+            self.limit = max(1, self.limit // 2)
         if retry_after:
             self._paused_until = max(self._paused_until, time.monotonic() + retry_after)
 
