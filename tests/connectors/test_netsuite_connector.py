@@ -219,6 +219,7 @@ async def test_read_back_by_external_and_internal_id(sandbox: NetSuiteSandbox, u
 # -- error translation end to end -------------------------------------------------------------
 @pytest.mark.anyio
 async def test_missing_references_are_dependency_missing(sandbox: NetSuiteSandbox, url: str) -> None:
+    """Out-of-order webhooks: the customer or invoice may not be synced yet, so retry (then park)."""
     ns = connector(url)
     with pytest.raises(DependencyMissingError) as caught:
         await deliver(ns, invoice())
@@ -229,12 +230,15 @@ async def test_missing_references_are_dependency_missing(sandbox: NetSuiteSandbo
     with pytest.raises(DependencyMissingError) as caught:
         await deliver(ns, payment(invoice_id="invoice_not_yet"))
     assert caught.value.details["error_path"] == "apply.items[0].doc"
-    with pytest.raises(DependencyMissingError):
+    assert caught.value.retryable
+    with pytest.raises(DependencyMissingError) as caught:
         await deliver(ns, credit_memo(invoice_id="invoice_not_yet"))
+    assert caught.value.details["referenced_field"] == "createdFrom"
     with pytest.raises(DependencyMissingError):
         await deliver(ns, refund(payment_id="payment_not_yet"))
-    assert sandbox.stats()["records"] == {"customer": 1, "invoice": 0, "customerPayment": 0, "creditMemo": 0,
-                                          "customerRefund": 0}
+    records = sandbox.stats()["records"]
+    assert records["customer"] == 1
+    assert sum(records.values()) == 1
 
 
 @pytest.mark.anyio
@@ -339,7 +343,24 @@ async def test_unreachable_netsuite_is_transient() -> None:
 
 @pytest.mark.anyio
 async def test_closed_period_is_a_business_rule(sandbox: NetSuiteSandbox, url: str) -> None:
+    """Known closed from the calendar: refused before the write is sent."""
     ns = connector(url)
+    await deliver(ns, account())
+    requests = sandbox.stats()["requests"]
+    with pytest.raises(BusinessRuleError) as caught:
+        await deliver(ns, invoice(issued_at=datetime(2023, 12, 31, 23, 0, tzinfo=UTC)))
+    assert caught.value.code == "period_closed"
+    assert caught.value.details["period_name"] == "Dec 2023"
+    assert caught.value.details["tran_date"] == "2023-12-31"
+    # one SuiteQL read of the calendar, no write
+    assert sandbox.stats()["requests"] == requests + 1
+    assert sandbox.records("invoice") == []
+
+
+@pytest.mark.anyio
+async def test_closed_period_refused_by_netsuite_is_a_business_rule(sandbox: NetSuiteSandbox, url: str) -> None:
+    """Without period resolution NetSuite itself refuses the closed period."""
+    ns = connector(url, resolve_posting_periods=False)
     await deliver(ns, account())
     with pytest.raises(BusinessRuleError) as caught:
         await deliver(ns, invoice(issued_at=datetime(2023, 12, 31, 23, 0, tzinfo=UTC)))
@@ -463,7 +484,8 @@ async def test_amounts_are_exact_on_the_wire(
         bodies.append(request.content)
         return httpx.Response(204, headers={"Location": "https://x/services/rest/record/v1/invoice/5"})
 
-    ns = connector(url)
+    # No calendar read: the mock transport answers only the record write.
+    ns = connector(url, resolve_posting_periods=False)
     async with httpx.AsyncClient(base_url=url, transport=httpx.MockTransport(capture)) as http:
         await ns.deliver(http, "upsert_invoice", invoice(amount=minor, currency=currency).model_dump(mode="json"),
                          idempotency_key="k")

@@ -110,7 +110,10 @@ def response(status: int, error: dict[str, Any] | None = None, **headers: str) -
     (400, {"type": "invalid_request_error", "code": "resource_missing", "param": "customer",
            "message": "No such customer: 'cus_1'"}, {}, DependencyMissingError, "dependency_missing"),
     (404, {"type": "invalid_request_error", "code": "resource_missing", "param": "id",
-           "message": "No such invoice: 'in_1'"}, {}, DataQualityError, "data_quality"),
+           "message": "No such invoice: 'in_1'"}, {}, DataQualityError, "not_found"),
+    (409, {"type": "invalid_request_error", "code": "lock_timeout", "message": "locked"}, {}, TransientError,
+     "lock_timeout"),
+    (402, {"type": "invalid_request_error", "message": "payment required"}, {}, BusinessRuleError, "card_error"),
     (400, {"type": "invalid_request_error", "code": "parameter_missing", "param": "amount",
            "message": "Missing required param: amount."}, {}, DataQualityError, "data_quality"),
 ])
@@ -128,6 +131,16 @@ def test_rate_limit_honours_retry_after() -> None:
     translated = error_from_response(response(429, {"type": "invalid_request_error"}, **{"Retry-After": "7"}))
     assert isinstance(translated, RateLimitedError) and translated.retry_after == 7.0
     assert error_from_response(response(429, {})).retry_after is None  # type: ignore[attr-defined]
+    # Stripe names why it limited without saying how long: wait the default rather than not at all
+    reasoned = error_from_response(response(429, {}, **{"Stripe-Rate-Limited-Reason": "global-rate"}))
+    assert isinstance(reasoned, RateLimitedError) and reasoned.retry_after == 1.0
+
+
+def test_bad_parameter_names_the_field() -> None:
+    translated = error_from_response(response(400, {"type": "invalid_request_error", "param": "items[0][price]",
+                                                    "message": "Invalid string"}))
+    assert isinstance(translated, DataQualityError)
+    assert translated.details["field"] == "items[0][price]"
 
 
 def test_raise_for_stripe_passes_success_and_raises_failures() -> None:

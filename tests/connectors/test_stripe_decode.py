@@ -91,6 +91,17 @@ def test_customer_created_becomes_account_created(stripe: StripeConnector) -> No
     assert data["deleted"] is False
 
 
+def test_a_customer_syncline_created_decodes_to_the_identity_syncline_wrote(stripe: StripeConnector) -> None:
+    customer = {**fixture("customer"), "metadata": {"syncline_id": "account_0123456789abcdef0123"}}
+    cloud = only(stripe.decode(event("customer.updated", customer)))
+    assert cloud.subject == cloud.data["id"] == "account_0123456789abcdef0123"
+    assert cloud.data["source"]["external_id"] == "cus_QXg1o8vcGmoR32"
+    # A value that is not a canonical account id is not trusted as one.
+    customer["metadata"] = {"syncline_id": "invoice_0123456789abcdef0123"}
+    assert only(stripe.decode(event("customer.updated", customer))).subject == canonical_id(
+        CONN, "account", "cus_QXg1o8vcGmoR32")
+
+
 def test_customer_updated_and_deleted(stripe: StripeConnector) -> None:
     updated = only(stripe.decode(event("customer.updated", fixture("customer"))))
     deleted = only(stripe.decode(event("customer.deleted", fixture("customer"), event_id="evt_2")))
@@ -292,7 +303,7 @@ def test_payout_paid(stripe: StripeConnector) -> None:
 # -- what is ignored and what is refused ---------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["plan.created", "invoice.created", "invoiceitem.created", "payout.created",
-                                  "customer.subscription.created", "charge.dispute.created"])
+                                  "customer.subscription.trial_will_end", "charge.dispute.updated"])
 def test_unknown_types_decode_to_nothing(stripe: StripeConnector, kind: str) -> None:
     assert stripe.decode(event(kind, {"id": "x_1", "object": "whatever"})) == []
 

@@ -81,6 +81,7 @@ _BUILTIN: list[tuple[str, type[BaseModel], str]] = [
     ("dispute.lost", o.Dispute, "a chargeback was decided for the cardholder"),
     ("entitlement.changed", o.Entitlement, "an account's support entitlement changed"),
     ("support_ticket.created", o.SupportTicket, "a ticket was opened in the support desk"),
+    ("record.changed", o.RecordChange, "a source record changed; only its id and the changed field are known"),
 ]
 for _name, _model, _what in _BUILTIN:
     _register(_name, _model, _what)

@@ -204,6 +204,13 @@ class PaymentStatus(StrEnum):
     PENDING = "pending"
 
 
+class PaymentApplication(_Canonical):
+    """The part of a payment applied to one invoice."""
+
+    invoice_id: str
+    amount: Money
+
+
 class Payment(_Canonical):
     object_type: Literal["payment"] = "payment"
     id: str
@@ -216,6 +223,9 @@ class Payment(_Canonical):
     paid_at: datetime
     method: str | None = None
     failure_reason: str | None = None
+    #: Invoices the payment settles, when it settles several (or part of one); empty means
+    #: the whole amount goes to ``invoice_id``. Any remainder stays unapplied customer credit.
+    applications: list[PaymentApplication] = Field(default_factory=list)
 
 
 class Refund(_Canonical):
@@ -241,11 +251,19 @@ class Payout(_Canonical):
 
 
 class JournalLine(_Canonical):
+    """One debit or credit of a journal entry, in the entry's transaction currency.
+
+    ``functional_debit``/``functional_credit`` carry the same amount converted to the legal
+    entity's functional currency (absent when both currencies are the same).
+    """
+
     account: str
     debit: Money | None = None
     credit: Money | None = None
     memo: str | None = None
     source_document: str | None = None
+    functional_debit: Money | None = None
+    functional_credit: Money | None = None
 
 
 class JournalEntry(_Canonical):
@@ -256,6 +274,17 @@ class JournalEntry(_Canonical):
     posting_date: date
     memo: str | None = None
     lines: list[JournalLine]
+    #: ERP accounting period the entry is posted into (its id in the period calendar).
+    posting_period: str | None = None
+    functional_currency: CurrencyCode | None = None
+    #: Units of functional currency per unit of transaction currency, as a decimal string.
+    exchange_rate: str | None = None
+    #: Date of the rate used (the newest rate on or before the posting date).
+    rate_date: date | None = None
+    #: Source documents (canonical ids) of a detailed entry; a summarised entry keeps its
+    #: drill-down list in Syncline's store and names it with ``summary_key``.
+    source_documents: list[str] = Field(default_factory=list)
+    summary_key: str | None = None
 
 
 class OpportunityStage(StrEnum):
@@ -404,6 +433,31 @@ class SupportTicket(_Canonical):
     description: str
     priority: TicketPriority = TicketPriority.NORMAL
     tags: list[str] = Field(default_factory=list)
+
+
+class RecordChangeKind(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+
+
+class RecordChange(_Canonical):
+    """A source system's notice that one of its records changed, without the record itself.
+
+    Some vendors notify with ids and one changed property only (HubSpot webhooks); a consumer
+    that needs the whole record reads it from the source (catch-up does).
+    """
+
+    object_type: Literal["record_change"] = "record_change"
+    #: Canonical id of the changed record.
+    id: str
+    source: SourceRef
+    #: Canonical type of the changed record ("opportunity", "account", ...).
+    record_type: str
+    change: RecordChangeKind
+    property_name: str | None = None
+    property_value: str | None = None
+    occurred_at: datetime
 
 
 CanonicalObject = (

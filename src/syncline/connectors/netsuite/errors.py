@@ -17,6 +17,7 @@ CONCURRENCY_LIMIT_EXCEEDED (Retry-After honoured)
 5xx; timeouts and connection failures                           TransientError
 "Invalid Field Value" on entity / customer / doc / createdFrom  DependencyMissingError
 PERIOD_CLOSED, "accounting period is closed"                    BusinessRuleError
+                                                                (``period_closed``)
 any other 4xx                                                   DataQualityError (via
                                                                 classify_http_status)
 ==============================================================  =======================
@@ -47,7 +48,11 @@ from syncline.errors import (
 RATE_LIMIT_CODES = frozenset({"SSS_REQUEST_LIMIT_EXCEEDED", "CONCURRENCY_LIMIT_EXCEEDED"})
 LOGIN_CODES = frozenset({"INVALID_LOGIN", "INVALID_LOGIN_ATTEMPT", "INVALID_LOGIN_CREDENTIALS"})
 PERIOD_CLOSED_CODES = frozenset({"PERIOD_CLOSED", "ACCOUNTING_PERIOD_CLOSED"})
-#: Body fields that point at another record; an invalid value there means "not synced yet".
+#: Body fields that point at another synced record (the customer; the invoice a payment
+#: settles or a credit memo credits; the payment a refund pays back). An invalid value there
+#: means "not synced yet": webhooks arrive out of order, and the pipeline's ``after_key`` only
+#: holds a row back while the row it depends on is queued, not before that row exists. The
+#: retry schedule parks it once ``dependency_max_attempts`` run out.
 REFERENCE_FIELDS = frozenset({"entity", "customer", "doc", "createdFrom"})
 
 _FIELD_IN_DETAIL = re.compile(r"following field:\s*([A-Za-z_][\w.\[\]]*)")

@@ -1,4 +1,5 @@
-"""Stripe connector: signed webhooks and List Events in, canonical events out; plus its sandbox.
+"""Stripe connector: signed webhooks and List Events in, canonical events out; customers, products,
+prices, subscriptions, invoices and credit notes written back (see ``outbound``); plus its sandbox.
 
 >>> connector = StripeConnector(ConnectionSettings(   # doctest: +SKIP
 ...     name="stripe", vendor="stripe", base_url="https://api.stripe.com",
@@ -13,7 +14,16 @@ from typing import Any, ClassVar
 import httpx
 
 from syncline.canonical import CloudEvent
-from syncline.connectors.base import CatchUpPage, ConnectionSettings, Connector, Identity, Limits, Operation
+from syncline.connectors.base import (
+    CatchUpPage,
+    ConnectionSettings,
+    Connector,
+    DeliveryResult,
+    Identity,
+    Limits,
+    Operation,
+)
+from syncline.connectors.stripe import outbound
 from syncline.connectors.stripe.client import build_http_client
 from syncline.connectors.stripe.inbound import StripeSignature, catch_up_events, decode_event, identify_event
 from syncline.connectors.stripe.outbound import OPERATIONS
@@ -61,6 +71,12 @@ class StripeConnector(Connector):
     def catch_up(self, http: httpx.AsyncClient, cursor: str | None) -> AsyncIterator[CatchUpPage]:
         """Yield the events Stripe holds after ``cursor``, oldest first."""
         return catch_up_events(http, cursor)
+
+    async def deliver(
+        self, http: httpx.AsyncClient, operation: str, payload: Mapping[str, Any], *, idempotency_key: str
+    ) -> DeliveryResult:
+        """Apply ``operation`` to the canonical ``payload`` in Stripe, exactly once (see ``outbound``)."""
+        return await outbound.deliver(self.name, http, operation, payload, idempotency_key=idempotency_key)
 
     def http_client(self, limits: Limits) -> httpx.AsyncClient:
         """Return an HTTP client with bearer auth and the pinned Stripe-Version."""

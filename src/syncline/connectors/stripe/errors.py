@@ -3,6 +3,20 @@
 Stripe answers errors as ``{"error": {"type": "invalid_request_error", "code": "resource_missing",
 "message": "No such customer: 'cus_123'", "param": "customer"}}`` with a status that says how bad
 it is; ``Stripe-Should-Retry`` overrides the status when Stripe knows better.
+
+=================================================  ==========================================
+Stripe answer                                      Syncline class
+=================================================  ==========================================
+429 (``Retry-After``, ``Stripe-Rate-Limited-...``)  RateLimitedError (retry_after honoured)
+401 / 403                                          AuthConfigError (pause the connection)
+5xx, or ``Stripe-Should-Retry: true``              TransientError
+409 (idempotency key in use, lock timeout)         TransientError
+400 ``idempotency_error`` (key reused)             DataQualityError ``idempotency_key_reused``
+402 / ``card_error``                               BusinessRuleError
+404 ``resource_missing`` (the addressed record)     DataQualityError ``not_found``
+400 ``resource_missing`` on a parameter            DependencyMissingError (retry, then park)
+other 400 (``invalid_request_error``)              DataQualityError, ``field`` = ``param``
+=================================================  ==========================================
 """
 
 from __future__ import annotations
@@ -24,10 +38,16 @@ from syncline.errors import (
     classify_http_status,
 )
 
+#: How long to wait after a 429 that names a ``Stripe-Rate-Limited-Reason`` but no ``Retry-After``:
+#: Stripe's limits are per second, so one second lets the window roll over.
+DEFAULT_RATE_LIMIT_WAIT_SECONDS = 1.0
+
 
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     if value is None:
+        if response.status_code == 429 and response.headers.get("stripe-rate-limited-reason"):
+            return DEFAULT_RATE_LIMIT_WAIT_SECONDS
         return None
     try:
         return max(0.0, float(value))
@@ -66,18 +86,26 @@ def error_from_response(response: httpx.Response) -> DeliveryError:
         return AuthConfigError(message, **details)
     if should_retry == "true" or status >= 500:
         return TransientError(message, retry_after=retry_after, **details)
+    if status == 409:
+        # another request with the same key is still running, or the object is locked by a
+        # concurrent write: both clear on their own, so retrying later is correct
+        conflict = "idempotency_in_progress" if kind == "idempotency_error" else str(code or "conflict")
+        return TransientError(message, retry_after=retry_after, code=conflict, **details)
     if kind == "idempotency_error":
-        if status == 409:
-            # another request with the same key is still running: retrying later is correct
-            return TransientError(message, retry_after=retry_after, code="idempotency_in_progress", **details)
         # the same key came back with other parameters: Syncline's key derivation is wrong, and
         # retrying cannot fix that, so a person must look at it
         return DataQualityError(message, code="idempotency_key_reused", **details)
-    if kind == "card_error" or status == 402:
+    if status == 402:
         return BusinessRuleError(message, code=str(code or "card_error"), **details)
     if code == "resource_missing" and param not in (None, "id"):
         # a referenced record (the invoice's customer, the refund's charge) is not in Stripe yet
         return DependencyMissingError(message, retry_after=retry_after, **details)
+    if status == 404 and code == "resource_missing":
+        # the record addressed by the URL is gone: retrying cannot bring it back
+        return DataQualityError(message, code="not_found", field=param, **details)
+    if status == 400:
+        # Stripe's own code stays in details["vendor_code"]
+        return DataQualityError(message, field=param, **details)
     return classify_http_status(status, message, retry_after=retry_after)
 
 

@@ -174,6 +174,23 @@ def _payout(conn: str, obj: _Object, at: datetime, _prev: _Object | None) -> lis
     return [_Decoded("payout.paid", payout, payout.id)]
 
 
+def _simple(name: str, to: Callable[[str, _Object], BaseModel], correlation: str = "id", rank: int = 0) -> Decoder:
+    """Decode ``data.object`` with ``to`` into one ``name`` event; ``rank`` breaks same-second ties."""
+    def decode(conn: str, obj: _Object, _at: datetime, _prev: _Object | None) -> list[_Decoded]:
+        data = to(conn, obj)
+        return [_Decoded(name, data, str(getattr(data, correlation)), rank)]
+    return decode
+
+
+def _dispute_closed(conn: str, obj: _Object, _at: datetime, _prev: _Object | None) -> list[_Decoded]:
+    dispute = mapping.to_dispute(conn, obj)
+    if dispute.status.value == "open":
+        raise DataQualityError(f"{mapping.label_of(obj)}: charge.dispute.closed with open status {obj.get('status')!r}",
+                               code="field_invalid", field="status")
+    # closing ranks after opening, so a closed dispute sorts after the opened one of the same second
+    return [_Decoded(f"dispute.{dispute.status.value}", dispute, dispute.payment_id, rank=1)]
+
+
 #: Stripe event type → decoder of its ``data.object``; every other type decodes to ``[]``.
 DECODERS: dict[str, Decoder] = {
     "customer.created": _account("account.created"),
@@ -188,6 +205,16 @@ DECODERS: dict[str, Decoder] = {
     "charge.refunded": _refunds,
     "credit_note.created": _credit_memo,
     "payout.paid": _payout,
+    # Stripe times events to the second: the rank orders a subscription's versions within one
+    "customer.subscription.created": _simple("subscription.activated", mapping.to_subscription),
+    "customer.subscription.updated": _simple("subscription.updated", mapping.to_subscription, rank=1),
+    "customer.subscription.deleted": _simple("subscription.canceled", mapping.to_subscription, rank=2),
+    "charge.dispute.created": _simple("dispute.opened", mapping.to_dispute, correlation="payment_id"),
+    "charge.dispute.closed": _dispute_closed,
+    "product.created": _simple("product.created", mapping.to_product),
+    "product.updated": _simple("product.updated", mapping.to_product),
+    "price.created": _simple("price.created", mapping.to_price),
+    "price.updated": _simple("price.updated", mapping.to_price),
 }
 
 

@@ -35,6 +35,15 @@ from syncline.canonical import (
     TaxLine,
     canonical_id,
 )
+from syncline.canonical.objects import (
+    Dispute,
+    DisputeStatus,
+    Price,
+    Product,
+    Subscription,
+    SubscriptionItem,
+    SubscriptionStatus,
+)
 from syncline.errors import DataQualityError
 
 _CURRENCY = re.compile(r"^[A-Za-z]{3}$")
@@ -190,6 +199,22 @@ def _source(connection: str, object_type: str, external_id: str) -> SourceRef:
     return SourceRef(system=connection, object_type=object_type, external_id=external_id)
 
 
+def own_id(connection: str, object_type: str, stripe_id: str, stripe_object: Mapping[str, Any]) -> str:
+    """Return the canonical id of a Stripe object: the one Syncline wrote, if Syncline created it.
+
+    Objects the connector creates carry ``metadata[syncline_id]`` (see :mod:`.outbound`); their
+    webhooks must decode to that identity, not to a new one minted from the Stripe id, or the
+    echo of a CRM account would reach the ERP as a second customer. Only a value shaped like a
+    canonical id of the same type is taken.
+    """
+    metadata = stripe_object.get("metadata")
+    if isinstance(metadata, Mapping):
+        own = metadata.get("syncline_id")
+        if isinstance(own, str) and own.startswith(f"{object_type}_") and len(own) <= 128:
+            return own
+    return canonical_id(connection, object_type, stripe_id)
+
+
 def _opt_id(connection: str, object_type: str, external_id: str | None) -> str | None:
     return None if external_id is None else canonical_id(connection, object_type, external_id)
 
@@ -212,7 +237,7 @@ def to_account(connection: str, customer: Mapping[str, Any], *, deleted: bool = 
     tax_ids = [entry.string("value") for entry in f.items("tax_ids", required=False)]
     return build(
         Account, label,
-        id=canonical_id(connection, "account", stripe_id),
+        id=own_id(connection, "account", stripe_id, customer),
         source=_source(connection, "customer", stripe_id),
         name=f.opt_string("name"), email=f.opt_string("email"), phone=f.opt_string("phone"),
         currency=f.opt_currency(), address=address,
@@ -500,4 +525,133 @@ def to_payout(connection: str, payout: Mapping[str, Any], *, paid_at: datetime) 
         amount=Money(amount=f.integer("amount"), currency=f.currency()),
         arrival_date=arrival,
         paid_at=paid_at,
+    )
+
+
+# -- catalogue -----------------------------------------------------------------------------------
+
+def to_product(connection: str, product: Mapping[str, Any]) -> Product:
+    """Map a Stripe product to a Product (``metadata.sku``, when set, is its SKU)."""
+    label = label_of(product)
+    f = Fields(product, label)
+    stripe_id = f.string("id")
+    metadata = f.raw("metadata")
+    sku = metadata.get("sku") if isinstance(metadata, Mapping) else None
+    return build(
+        Product, label,
+        id=own_id(connection, "product", stripe_id, product),
+        source=_source(connection, "product", stripe_id),
+        name=f.string("name"), active=f.raw("active") is not False,
+        sku=sku if isinstance(sku, str) and sku else None,
+    )
+
+
+def to_price(connection: str, price: Mapping[str, Any]) -> Price:
+    """Map a Stripe per-unit price to a Price; tiered and customer-chosen prices have no unit amount."""
+    label = label_of(price)
+    f = Fields(price, label)
+    stripe_id = f.string("id")
+    product = f.ref("product")
+    if product is None:
+        raise DataQualityError(f"{label}: product is missing", code="field_missing", field="product")
+    amount = f.opt_integer("unit_amount")
+    if amount is None:
+        raise DataQualityError(
+            f"{label}: unit_amount is missing (billing_scheme {f.raw('billing_scheme')!r}); only per-unit "
+            "prices map to a canonical Price", code="field_missing", field="unit_amount",
+        )
+    recurring = f.opt_child("recurring")
+    interval = recurring.opt_string("interval") if recurring else None
+    return build(
+        Price, label,
+        id=own_id(connection, "price", stripe_id, price),
+        source=_source(connection, "price", stripe_id),
+        product_id=canonical_id(connection, "product", product),
+        unit_amount=Money(amount=amount, currency=f.currency()),
+        interval=interval,
+        interval_count=(recurring.opt_integer("interval_count") or 1) if recurring else 1,
+    )
+
+
+# -- subscriptions ---------------------------------------------------------------------------------
+
+_SUBSCRIPTION_STATUS = {
+    "trialing": SubscriptionStatus.TRIALING, "active": SubscriptionStatus.ACTIVE,
+    "past_due": SubscriptionStatus.PAST_DUE, "unpaid": SubscriptionStatus.PAST_DUE,
+    "paused": SubscriptionStatus.PAUSED, "canceled": SubscriptionStatus.CANCELED,
+    "incomplete": SubscriptionStatus.INCOMPLETE,
+    # the first payment never succeeded: the subscription is over without having started
+    "incomplete_expired": SubscriptionStatus.CANCELED,
+}
+
+
+def to_subscription(connection: str, subscription: Mapping[str, Any]) -> Subscription:
+    """Map a Stripe subscription to a Subscription.
+
+    The billing period sits on the subscription up to API 2025-03-31 and on each item after; the
+    first item's period is used when the subscription has none.
+    """
+    label = label_of(subscription)
+    f = Fields(subscription, label)
+    stripe_id = f.string("id")
+    status = f.string("status")
+    if status not in _SUBSCRIPTION_STATUS:
+        raise DataQualityError(f"{label}: status {status!r} is not a subscription status", code="field_invalid",
+                               field="status")
+    customer = f.ref("customer")
+    if customer is None:
+        raise DataQualityError(f"{label}: customer is missing", code="field_missing", field="customer")
+    entries = f.items("items")
+    items = []
+    for entry in entries:
+        price = entry.ref("price") or entry.ref("plan")
+        if price is None:
+            raise DataQualityError(f"{label}: {entry.path('price')} is missing", code="field_missing",
+                                   field=entry.path("price"))
+        quantity = entry.opt_integer("quantity")
+        items.append(build(SubscriptionItem, label, price_id=canonical_id(connection, "price", price),
+                           quantity=1 if quantity is None else quantity))
+    first = entries[0] if entries else None
+    start = f.opt_timestamp("current_period_start") or (first.opt_timestamp("current_period_start") if first else None)
+    end = f.opt_timestamp("current_period_end") or (first.opt_timestamp("current_period_end") if first else None)
+    return build(
+        Subscription, label,
+        id=own_id(connection, "subscription", stripe_id, subscription),
+        source=_source(connection, "subscription", stripe_id),
+        account_id=canonical_id(connection, "account", customer),
+        status=_SUBSCRIPTION_STATUS[status], currency=f.currency(), items=items,
+        current_period_start=start, current_period_end=end, cancel_at=f.opt_timestamp("cancel_at"),
+    )
+
+
+# -- disputes --------------------------------------------------------------------------------------
+
+#: Stripe dispute statuses; ``warning_closed`` ends an inquiry that never became a chargeback, so
+#: the merchant keeps the money, which is a win.
+_DISPUTE_STATUS = {
+    "warning_needs_response": DisputeStatus.OPEN, "warning_under_review": DisputeStatus.OPEN,
+    "needs_response": DisputeStatus.OPEN, "under_review": DisputeStatus.OPEN,
+    "warning_closed": DisputeStatus.WON, "won": DisputeStatus.WON, "lost": DisputeStatus.LOST,
+}
+
+
+def to_dispute(connection: str, dispute: Mapping[str, Any]) -> Dispute:
+    """Map a Stripe dispute (chargeback or inquiry) to a Dispute on the charge's payment."""
+    label = label_of(dispute)
+    f = Fields(dispute, label)
+    stripe_id = f.string("id")
+    status = f.string("status")
+    if status not in _DISPUTE_STATUS:
+        raise DataQualityError(f"{label}: status {status!r} is not a dispute status", code="field_invalid",
+                               field="status")
+    charge = f.ref("charge")
+    if charge is None:
+        raise DataQualityError(f"{label}: charge is missing", code="field_missing", field="charge")
+    return build(
+        Dispute, label,
+        id=canonical_id(connection, "dispute", stripe_id),
+        source=_source(connection, "dispute", stripe_id),
+        payment_id=canonical_id(connection, "payment", charge),
+        amount=Money(amount=f.integer("amount"), currency=f.currency()),
+        status=_DISPUTE_STATUS[status], reason=f.opt_string("reason"), opened_at=f.timestamp("created"),
     )

@@ -8,7 +8,10 @@ retried with backoff, and optionally duplicated, shuffled or dropped to exercise
 Deviations, on purpose: ``POST /v1/invoices`` includes the customer's pending invoice items by
 default (Stripe's 2024-06-20 default is ``pending_invoice_items_behavior=exclude``); charges in
 ``charge.refunded`` events carry ``refunds.data`` (Stripe leaves it out unless expanded);
-credit notes carry no tax.
+credit notes carry no tax; subscriptions neither invoice nor charge (they stay ``active`` and
+keep their first period); the Search API matches only ``field:'value'`` clauses joined by
+``AND``; idempotency keys are kept 24 h by the sandbox clock, and, as at Stripe, only requests
+that started executing are stored (a validation error can be retried with the same key).
 
 Admin endpoints (no auth, no faults): ``GET /_sandbox/stats``, ``GET /_sandbox/webhooks/idle``,
 ``POST /_sandbox/webhooks/config``, ``POST /_sandbox/webhooks/endpoints``, ``POST /_sandbox/faults``.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import string
 import time
 from collections import deque
@@ -227,6 +231,14 @@ class _Stored:
     fingerprint: bytes
     status: int
     body: bytes
+    at: float
+
+
+#: How long Stripe keeps an idempotency key (it prunes keys once they are at least 24 hours old).
+IDEMPOTENCY_KEY_TTL_SECONDS = 24 * 3600
+#: One-shot faults :meth:`StripeSandbox.fail_next` can queue.
+OneShotFault = str
+_ONE_SHOT_FAULTS = frozenset({"rate_limit", "server_error", "auth"})
 
 
 Handler = Callable[[_Call, JSON], JSON]
@@ -238,7 +250,9 @@ class StripeSandbox:
 
     ``StripeSandbox(api_key="sk_test_...", faults=Faults(server_error_rate=0.1), seed=1,
     duplicate_rate=0.05, shuffle_window=4, drop_rate=0.01)``; serve ``.app`` with
-    :class:`~syncline.sandbox.ServerThread`.
+    :class:`~syncline.sandbox.ServerThread`. Products, prices, subscriptions, invoices and credit
+    notes can be created, updated, listed and (except credit notes, as at Stripe) searched;
+    :meth:`fail_next` makes the next request answer 429, 500 or 401.
     """
 
     def __init__(
@@ -254,8 +268,12 @@ class StripeSandbox:
         max_attempts: int = 8,
         retry_backoff_seconds: float = 0.05,
         clock: Callable[[], float] = time.time,
+        search_lag_seconds: float = 0.0,
     ) -> None:
         self.api_key = api_key
+        #: Stripe's Search index trails writes (by under a minute, normally); objects younger than
+        #: this are not found by the Search endpoints yet.
+        self.search_lag_seconds = search_lag_seconds
         self.faults = faults or Faults()
         self.webhooks = WebhookSettings(
             concurrency=webhook_concurrency, duplicate_rate=duplicate_rate, shuffle_window=shuffle_window,
@@ -271,6 +289,7 @@ class StripeSandbox:
         self._events: list[JSON] = []
         self._event_index: dict[str, int] = {}
         self._idempotency: dict[str, _Stored] = {}
+        self._one_shot: deque[tuple[OneShotFault, float | None]] = deque()
         self._endpoints: list[_Endpoint] = []
         self._outbox: deque[_Delivery] = deque()
         self._in_flight = 0
@@ -288,6 +307,13 @@ class StripeSandbox:
         endpoint = _Endpoint(self._new_id("we"), url, secret)
         self._endpoints.append(endpoint)
         return endpoint.id
+
+    def fail_next(self, fault: OneShotFault, *, retry_after: float | None = None) -> None:
+        """Make the next API request fail: ``rate_limit`` (429 with ``Retry-After``), ``server_error``
+        (500) or ``auth`` (401), answered the way Stripe answers them, without applying the request."""
+        if fault not in _ONE_SHOT_FAULTS:
+            raise ValueError(f"unknown fault {fault!r} (one of {sorted(_ONE_SHOT_FAULTS)})")
+        self._one_shot.append((fault, retry_after))
 
     def stats(self) -> JSON:
         """Return object counts, the number of events and webhook delivery counters."""
@@ -345,6 +371,33 @@ class StripeSandbox:
         routes: list[tuple[str, str, Handler]] = [
             ("POST", "/v1/customers", self._create_customer),
             ("GET", "/v1/customers", self._list_customers),
+            # search routes come before "/{id}" routes, which would otherwise take "search" as an id
+            ("GET", "/v1/customers/search", self._search("customer")),
+            ("GET", "/v1/products/search", self._search("product")),
+            ("GET", "/v1/prices/search", self._search("price")),
+            ("GET", "/v1/subscriptions/search", self._search("subscription")),
+            ("GET", "/v1/invoices/search", self._search("invoice")),
+            ("POST", "/v1/products", self._create_product),
+            ("GET", "/v1/products", self._list("product", "/v1/products", {"active"})),
+            ("GET", "/v1/products/{id}", self._retrieve("product")),
+            ("POST", "/v1/products/{id}", self._update_product),
+            ("POST", "/v1/prices", self._create_price),
+            ("GET", "/v1/prices", self._list("price", "/v1/prices", {"active", "product", "currency"})),
+            ("GET", "/v1/prices/{id}", self._retrieve("price")),
+            ("POST", "/v1/prices/{id}", self._update_price),
+            ("POST", "/v1/subscriptions", self._create_subscription),
+            ("GET", "/v1/subscriptions",
+             self._list("subscription", "/v1/subscriptions", {"customer", "price", "status"})),
+            ("GET", "/v1/subscriptions/{id}", self._retrieve("subscription")),
+            ("POST", "/v1/subscriptions/{id}", self._update_subscription),
+            ("DELETE", "/v1/subscriptions/{id}", self._cancel_subscription),
+            ("GET", "/v1/invoices", self._list("invoice", "/v1/invoices", {"customer", "status", "subscription"})),
+            ("POST", "/v1/invoices/{id}", self._update_invoice),
+            ("GET", "/v1/invoiceitems", self._list("invoiceitem", "/v1/invoiceitems", {"customer", "invoice"})),
+            ("GET", "/v1/invoiceitems/{id}", self._retrieve("invoiceitem")),
+            ("GET", "/v1/credit_notes", self._list("credit_note", "/v1/credit_notes", {"customer", "invoice"})),
+            ("GET", "/v1/credit_notes/{id}", self._retrieve("credit_note")),
+            ("POST", "/v1/credit_notes/{id}", self._update_credit_note),
             ("POST", "/v1/customers/{id}", self._update_customer),
             ("GET", "/v1/customers/{id}", self._retrieve("customer")),
             ("DELETE", "/v1/customers/{id}", self._delete_customer),
@@ -384,6 +437,8 @@ class StripeSandbox:
     async def _call(self, request: Request, handler: Handler) -> Response:
         request_id = self._new_id("req")
         headers = {"Request-Id": request_id, "Stripe-Version": API_VERSION}
+        if self._one_shot:
+            return self._one_shot_response(headers)
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
             supplied = request.headers.get("authorization", "")
             message = "Invalid API Key provided" if supplied else (
@@ -412,8 +467,15 @@ class StripeSandbox:
 
         key = request.headers.get("idempotency-key") if request.method == "POST" else None
         fingerprint = orjson.dumps([request.url.path, params], option=orjson.OPT_SORT_KEYS)
+        if key is not None and len(key) > 255:
+            error = StripeApiError(400, "Idempotency-Key values are limited to 255 characters.",
+                                   param="Idempotency-Key")
+            return self._json(400, orjson.dumps(error.body), headers)
         if key is not None:
             stored = self._idempotency.get(key)
+            if stored is not None and self._clock() - stored.at >= IDEMPOTENCY_KEY_TTL_SECONDS:
+                del self._idempotency[key]  # Stripe forgets keys after 24 hours
+                stored = None
             if stored is not None:
                 if stored.fingerprint != fingerprint:
                     error = StripeApiError(
@@ -435,10 +497,26 @@ class StripeSandbox:
             # of requests rejected by validation
             executed = exc.body["error"]["type"] == "card_error"
         if key is not None and executed:
-            self._idempotency[key] = _Stored(fingerprint, status, body)
+            self._idempotency[key] = _Stored(fingerprint, status, body, self._clock())
         if fault is Fault.TIMEOUT:
             await asyncio.sleep(self.faults.hang_seconds)
         return self._json(status, body, headers)
+
+    def _one_shot_response(self, headers: dict[str, str]) -> Response:
+        fault, retry_after = self._one_shot.popleft()
+        if fault == "rate_limit":
+            error = StripeApiError(429, "Request rate limit exceeded. Learn more about rate limits here "
+                                        "https://stripe.com/docs/rate-limits.", type_="invalid_request_error",
+                                   code="rate_limit")
+            wait = self.faults.retry_after_seconds if retry_after is None else retry_after
+            return self._json(429, orjson.dumps(error.body), {
+                **headers, "Retry-After": f"{wait:g}", "Stripe-Rate-Limited-Reason": "global-rate",
+            })
+        if fault == "auth":
+            error = StripeApiError(401, "Invalid API Key provided: sk_test_****")
+            return self._json(401, orjson.dumps(error.body), headers)
+        error = StripeApiError(500, "An unknown error occurred", type_="api_error")
+        return self._json(500, orjson.dumps(error.body), {**headers, "Stripe-Should-Retry": "true"})
 
     # -- events and webhooks -----------------------------------------------------------------------
     def _emit(self, call: _Call, kind: str, obj: JSON, previous: JSON | None = None) -> JSON:
@@ -1105,3 +1183,335 @@ class StripeSandbox:
         self._emit(call, "payout.paid", payout, {"status": "pending"})
         return payout
 
+
+    # -- generic list and search --------------------------------------------------------------------
+    def _list(self, kind: str, url: str, filters: set[str]) -> Handler:
+        """Return a List handler for ``kind`` with Stripe's equality filters (``?customer=cus_...``)."""
+        def list_objects(_call: _Call, params: JSON) -> JSON:
+            _allow(params, {"limit", "starting_after", "ending_before", *filters})
+            wanted = {key: params[key] for key in filters if key in params}
+            objects = [obj for obj in self._objects.get(kind, {}).values()
+                       if all(_matches(obj, key, value) for key, value in wanted.items())]
+            index = {obj["id"]: position for position, obj in enumerate(objects)}
+            return self._page(objects, index, {k: v for k, v in params.items() if k not in filters}, url, kind)
+        return list_objects
+
+    def _search(self, kind: str) -> Handler:
+        """Return a Search handler: ``query=metadata['syncline_id']:'acc_1' AND active:'true'``.
+
+        Supports Stripe's exact-match clauses joined by ``AND``, which is what Syncline sends; Stripe's
+        index lags writes by up to a minute, the sandbox's does not.
+        """
+        def search(_call: _Call, params: JSON) -> JSON:
+            _allow(params, {"query", "limit", "page", "expand"})
+            clauses = _parse_query(_string(params, "query", required=True) or "")
+            limit = _integer(params, "limit") or 10
+            if not 1 <= limit <= 100:
+                raise StripeApiError(400, "This value must be between 1 and 100.", param="limit")
+            indexed_before = self._clock() - self.search_lag_seconds
+            hits = [obj for obj in reversed(list(self._objects.get(kind, {}).values()))
+                    if (not self.search_lag_seconds or obj["created"] <= indexed_before)
+                    and all(_matches(obj, field_, value) for field_, value in clauses)]
+            plural = "invoices" if kind == "invoice" else f"{kind}s"
+            return {"object": "search_result", "data": hits[:limit], "has_more": len(hits) > limit,
+                    "next_page": None, "url": f"/v1/{plural}/search"}
+        return search
+
+    # -- products and prices -----------------------------------------------------------------------
+    def _create_product(self, call: _Call, params: JSON) -> JSON:
+        _allow(params, {"name", "active", "description", "metadata", "unit_label", "url"})
+        now = self._now()
+        product: JSON = {
+            "id": self._new_id("prod"), "object": "product", "active": _boolean(params, "active", True),
+            "created": now, "default_price": None, "description": _string(params, "description"),
+            "images": [], "livemode": False, "marketing_features": [], "metadata": _metadata(params),
+            "name": _string(params, "name", required=True), "package_dimensions": None, "shippable": None,
+            "statement_descriptor": None, "tax_code": None, "unit_label": _string(params, "unit_label"),
+            "updated": now, "url": _string(params, "url"),
+        }
+        self._store(product)
+        self._emit(call, "product.created", product)
+        return product
+
+    def _update_product(self, call: _Call, params: JSON) -> JSON:
+        _allow(params, {"name", "active", "description", "metadata", "unit_label", "url"})
+        product = self._get("product", call.path["id"])
+        if "name" in params:
+            _string(params, "name", required=True)
+        changes: JSON = {key: _string(params, key) for key in ("name", "description", "unit_label", "url")
+                         if key in params}
+        if "active" in params:
+            changes["active"] = _boolean(params, "active", True)
+        if "metadata" in params:
+            changes["metadata"] = {**product["metadata"], **_metadata(params)} if params["metadata"] != "" else {}
+        return self._apply(call, product, changes, "product.updated")
+
+    def _apply(self, call: _Call, obj: JSON, changes: JSON, event: str) -> JSON:
+        """Apply ``changes``; emit ``event`` with ``previous_attributes`` when something changed."""
+        previous = {key: obj.get(key) for key, value in changes.items() if obj.get(key) != value}
+        if previous:
+            obj.update({key: changes[key] for key in previous})
+            if "updated" in obj:
+                obj["updated"] = self._now()
+            self._emit(call, event, obj, previous)
+        return obj
+
+    def _create_price(self, call: _Call, params: JSON) -> JSON:
+        _allow(params, {"currency", "product", "unit_amount", "recurring", "metadata", "nickname", "active",
+                        "lookup_key", "tax_behavior"})
+        product = self._get("product", _string(params, "product", required=True), param="product", status=400)
+        if not product["active"]:
+            raise StripeApiError(400, f"The product {product['id']} is archived; prices cannot be added to it.",
+                                 param="product")
+        amount = _integer(params, "unit_amount", required=True, minimum=0)
+        recurring = None
+        if "recurring" in params:
+            raw = _hash(params, "recurring")
+            _allow(raw, {"interval", "interval_count", "usage_type"})
+            interval = _string(raw, "interval", required=True)
+            if interval not in ("day", "week", "month", "year"):
+                raise StripeApiError(400, f"Invalid interval: {interval}", param="recurring[interval]")
+            count = _integer(raw, "interval_count", minimum=1) or 1
+            recurring = {"interval": interval, "interval_count": count, "meter": None,
+                         "trial_period_days": None, "usage_type": _string(raw, "usage_type") or "licensed"}
+        price: JSON = {
+            "id": self._new_id("price"), "object": "price", "active": _boolean(params, "active", True),
+            "billing_scheme": "per_unit", "created": self._now(), "currency": _currency(params),
+            "custom_unit_amount": None, "livemode": False, "lookup_key": _string(params, "lookup_key"),
+            "metadata": _metadata(params), "nickname": _string(params, "nickname"), "product": product["id"],
+            "recurring": recurring, "tax_behavior": _string(params, "tax_behavior") or "unspecified",
+            "tiers_mode": None, "transform_quantity": None,
+            "type": "recurring" if recurring else "one_time", "unit_amount": amount,
+            "unit_amount_decimal": str(amount),
+        }
+        self._store(price)
+        self._emit(call, "price.created", price)
+        return price
+
+    def _update_price(self, call: _Call, params: JSON) -> JSON:
+        # amounts, currency and interval are immutable: Stripe refuses them as unknown parameters
+        _allow(params, {"active", "metadata", "nickname", "lookup_key", "tax_behavior"})
+        price = self._get("price", call.path["id"])
+        changes: JSON = {key: _string(params, key) for key in ("nickname", "lookup_key") if key in params}
+        if "active" in params:
+            changes["active"] = _boolean(params, "active", True)
+        if "tax_behavior" in params:
+            changes["tax_behavior"] = _string(params, "tax_behavior") or "unspecified"
+        if "metadata" in params:
+            changes["metadata"] = {**price["metadata"], **_metadata(params)} if params["metadata"] != "" else {}
+        return self._apply(call, price, changes, "price.updated")
+
+    # -- subscriptions -----------------------------------------------------------------------------
+    _SUBSCRIPTION_PARAMS = frozenset({"items", "metadata", "description", "cancel_at_period_end",
+                                      "collection_method", "days_until_due", "payment_behavior",
+                                      "proration_behavior"})
+
+    def _subscription_item(self, subscription_id: str, entry: JSON, position: int, now: int) -> JSON:
+        price = self._get("price", _string(entry, "price", required=True), param=f"items[{position}][price]",
+                          status=400)
+        if price["recurring"] is None:
+            raise StripeApiError(400, f"The price specified ({price['id']}) is not recurring; subscriptions "
+                                      "need recurring prices.", param=f"items[{position}][price]")
+        if not price["active"]:
+            raise StripeApiError(400, f"The price specified ({price['id']}) is inactive.",
+                                 param=f"items[{position}][price]")
+        return {
+            "id": self._new_id("si"), "object": "subscription_item", "created": now, "discounts": [],
+            "metadata": {}, "price": _snapshot(price),
+            "quantity": 1 if "quantity" not in entry else _integer(entry, "quantity", minimum=0),
+            "subscription": subscription_id, "tax_rates": [],
+        }
+
+    def _check_items(self, subscription: JSON) -> None:
+        prices = [item["price"] for item in subscription["items"]["data"]]
+        if not prices:
+            raise StripeApiError(400, "A subscription needs at least one item.", param="items")
+        if len({price["currency"] for price in prices}) > 1:
+            raise StripeApiError(400, "All prices on a subscription must have the same currency.", param="items")
+        if len({(price["recurring"]["interval"], price["recurring"]["interval_count"]) for price in prices}) > 1:
+            raise StripeApiError(400, "All prices on a subscription must have the same recurring interval.",
+                                 param="items")
+        if len({price["id"] for price in prices}) < len(prices):
+            raise StripeApiError(400, "A price may appear on only one item of a subscription.", param="items")
+
+    def _create_subscription(self, call: _Call, params: JSON) -> JSON:
+        _allow(params, {"customer", *self._SUBSCRIPTION_PARAMS})
+        customer = self._get("customer", _string(params, "customer", required=True), param="customer", status=400)
+        now = self._now()
+        subscription_id = self._new_id("sub")
+        entries = _list_param(params, "items")
+        items = [self._subscription_item(subscription_id, entry if isinstance(entry, dict) else {}, position, now)
+                 for position, entry in enumerate(entries)]
+        subscription: JSON = {
+            "id": subscription_id, "object": "subscription", "billing_cycle_anchor": now, "cancel_at": None,
+            "cancel_at_period_end": _boolean(params, "cancel_at_period_end", False), "canceled_at": None,
+            "collection_method": _string(params, "collection_method") or "charge_automatically",
+            "created": now, "currency": items[0]["price"]["currency"] if items else None,
+            "customer": customer["id"], "days_until_due": _integer(params, "days_until_due"),
+            "description": _string(params, "description"), "ended_at": None,
+            "items": {"object": "list", "data": items, "has_more": False, "total_count": len(items),
+                      "url": f"/v1/subscription_items?subscription={subscription_id}"},
+            "latest_invoice": None, "livemode": False, "metadata": _metadata(params), "start_date": now,
+            "status": "active", "test_clock": None,
+        }
+        self._check_items(subscription)
+        self._set_period(subscription, now)
+        self._store(subscription)
+        self._emit(call, "customer.subscription.created", subscription)
+        return subscription
+
+    @staticmethod
+    def _set_period(subscription: JSON, start: int) -> None:
+        recurring = subscription["items"]["data"][0]["price"]["recurring"]
+        days = {"day": 1, "week": 7, "month": 30, "year": 365}[recurring["interval"]] * recurring["interval_count"]
+        subscription["current_period_start"] = start
+        subscription["current_period_end"] = start + days * 86_400
+        for item in subscription["items"]["data"]:
+            item["current_period_start"] = subscription["current_period_start"]
+            item["current_period_end"] = subscription["current_period_end"]
+
+    def _update_subscription(self, call: _Call, params: JSON) -> JSON:
+        _allow(params, {*self._SUBSCRIPTION_PARAMS, "cancel_at"})
+        subscription = self._get("subscription", call.path["id"])
+        if subscription["status"] == "canceled" and set(params) - {"metadata"}:
+            raise StripeApiError(400, "A canceled subscription can only update its cancellation_details and "
+                                      "metadata.")
+        previous: JSON = {}
+        if "items" in params:
+            items = _snapshot(subscription["items"])
+            by_id = {item["id"]: item for item in items["data"]}
+            for position, raw in enumerate(_list_param(params, "items")):
+                entry = raw if isinstance(raw, dict) else {}
+                _allow(entry, {"id", "price", "quantity", "deleted"})
+                item_id = _string(entry, "id")
+                if item_id is None:
+                    items["data"].append(self._subscription_item(subscription["id"], entry, position, self._now()))
+                    continue
+                if item_id not in by_id:
+                    raise StripeApiError(400, f"No such subscription item: '{item_id}'", code="resource_missing",
+                                         param=f"items[{position}][id]")
+                item = by_id[item_id]
+                if _boolean(entry, "deleted", False):
+                    items["data"].remove(item)
+                    continue
+                if "price" in entry:
+                    replacement = self._subscription_item(subscription["id"], entry, position, item["created"])
+                    item["price"] = replacement["price"]
+                if "quantity" in entry:
+                    item["quantity"] = _integer(entry, "quantity", minimum=0)
+            items["total_count"] = len(items["data"])
+            if items != subscription["items"]:
+                candidate = {**subscription, "items": items}
+                self._check_items(candidate)
+                previous["items"] = subscription["items"]
+                subscription["items"] = items
+                self._set_period(subscription, subscription["current_period_start"])
+        changes: JSON = {key: _string(params, key) for key in ("description", "collection_method")
+                         if key in params}
+        if "cancel_at_period_end" in params:
+            changes["cancel_at_period_end"] = _boolean(params, "cancel_at_period_end", False)
+        if "cancel_at" in params:
+            changes["cancel_at"] = _integer(params, "cancel_at")
+        if "metadata" in params:
+            changes["metadata"] = (
+                {**subscription["metadata"], **_metadata(params)} if params["metadata"] != "" else {}
+            )
+        previous.update({key: subscription.get(key) for key, value in changes.items()
+                         if subscription.get(key) != value})
+        subscription.update({key: changes[key] for key in previous if key in changes})
+        if previous:
+            self._emit(call, "customer.subscription.updated", subscription, previous)
+        return subscription
+
+    def _cancel_subscription(self, call: _Call, params: JSON) -> JSON:
+        _allow(params, {"invoice_now", "prorate", "cancellation_details"})
+        subscription = self._get("subscription", call.path["id"])
+        if subscription["status"] == "canceled":
+            raise StripeApiError(404, f"No such subscription: '{subscription['id']}'", code="resource_missing",
+                                 param="id")
+        now = self._now()
+        previous = {"status": subscription["status"], "canceled_at": None, "ended_at": None}
+        subscription.update(status="canceled", canceled_at=now, ended_at=now)
+        self._emit(call, "customer.subscription.deleted", subscription, previous)
+        return subscription
+
+    # -- invoice and credit note updates -----------------------------------------------------------
+    def _update_invoice(self, call: _Call, params: JSON) -> JSON:
+        _allow(params, {"description", "metadata", "due_date", "auto_advance", "footer", "collection_method"})
+        invoice = self._get("invoice", call.path["id"])
+        if invoice["status"] in ("void", "paid", "uncollectible") and set(params) - {"metadata"}:
+            raise StripeApiError(400, f"This invoice is {invoice['status']}; only its metadata can change.",
+                                 code="invoice_not_editable")
+        changes: JSON = {}
+        if "collection_method" in params:
+            method = _string(params, "collection_method") or "charge_automatically"
+            if method not in ("charge_automatically", "send_invoice"):
+                raise StripeApiError(400, f"Invalid collection_method: {method}", param="collection_method")
+            if invoice["status"] != "draft":
+                raise StripeApiError(400, "The collection method can only change on a draft invoice.",
+                                     code="invoice_not_editable", param="collection_method")
+            changes["collection_method"] = method
+        method_after = changes.get("collection_method", invoice["collection_method"])
+        if _integer(params, "due_date") is not None and method_after != "send_invoice":
+            raise StripeApiError(400, "Invoices with collection_method=charge_automatically cannot have a "
+                                      "due_date.", param="due_date")
+        if "description" in params:
+            changes["description"] = _string(params, "description")
+        if "due_date" in params:
+            changes["due_date"] = _integer(params, "due_date")
+        if "auto_advance" in params:
+            changes["auto_advance"] = _boolean(params, "auto_advance", False)
+        if "metadata" in params:
+            changes["metadata"] = {**invoice["metadata"], **_metadata(params)} if params["metadata"] != "" else {}
+        return self._apply(call, invoice, changes, "invoice.updated")
+
+    def _update_credit_note(self, call: _Call, params: JSON) -> JSON:
+        _allow(params, {"memo", "metadata"})
+        note = self._get("credit_note", call.path["id"])
+        changes: JSON = {}
+        if "memo" in params:
+            changes["memo"] = _string(params, "memo")
+        if "metadata" in params:
+            changes["metadata"] = {**note["metadata"], **_metadata(params)} if params["metadata"] != "" else {}
+        return self._apply(call, note, changes, "credit_note.updated")
+
+
+def _boolean(params: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = _string(params, key)
+    if value is None:
+        return default
+    if value not in ("true", "false"):
+        raise StripeApiError(400, f"Invalid boolean: {value}", param=key)
+    return value == "true"
+
+
+def _field_value(obj: Mapping[str, Any], field_: str) -> Any:
+    if field_.startswith("metadata['") and field_.endswith("']"):
+        return obj.get("metadata", {}).get(field_[len("metadata['"):-2])
+    if field_ == "price":  # subscriptions: any item on that price
+        return [item["price"]["id"] for item in obj.get("items", {}).get("data", [])]
+    return obj.get(field_)
+
+
+def _matches(obj: Mapping[str, Any], field_: str, wanted: Any) -> bool:
+    value = _field_value(obj, field_)
+    if isinstance(value, list):
+        return wanted in value
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    return value is not None and str(value) == str(wanted)
+
+
+_CLAUSE = re.compile(r"\s*([a-z_]+(?:\['[^'\\]*'\])?)\s*:\s*'((?:[^'\\]|\\.)*)'\s*")
+
+
+def _parse_query(query: str) -> list[tuple[str, str]]:
+    """Parse ``field:'value' AND metadata['k']:'v'`` (exact matches joined by AND) into pairs."""
+    clauses: list[tuple[str, str]] = []
+    for part in re.split(r"\s+AND\s+", query.strip()):
+        match = _CLAUSE.fullmatch(part)
+        if match is None:
+            raise StripeApiError(400, f"Invalid search query: {query!r}. The sandbox supports field:'value' "
+                                      "clauses joined by AND.", code="parameter_invalid_string", param="query")
+        clauses.append((match.group(1), re.sub(r"\\(.)", r"\1", match.group(2))))
+    return clauses
