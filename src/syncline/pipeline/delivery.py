@@ -376,7 +376,7 @@ class DeliveryWorker:
                 history.append(self._history(row, "connection_paused", message, now))
                 continue
             if isinstance(error, TransientError) and not self.policy.exhausted(attempt, failures, error):
-                delay = self.policy.delay(max(1, failures), error.retry_after)
+                delay = self.policy.delay(attempt, error.retry_after)
                 retry.append({"b_id": row.id, "b_attempts": attempt, "b_failures": failures, "b_next": now + delay,
                               "b_class": kind, "b_error": message})
                 history.append(self._history(row, "retry_scheduled", f"{message} (retry in {delay:.1f}s)", now))
