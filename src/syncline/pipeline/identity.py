@@ -33,16 +33,18 @@ def alias_row(
 
 
 def _collect(value: Any, into: set[str]) -> None:
-    if isinstance(value, Mapping):
+    # Hot path (every decoded event): recurse only into containers.
+    if isinstance(value, dict):
         for key, item in value.items():
             if isinstance(item, str):
                 if key == "id" or key.endswith("_id"):
                     into.add(item)
-            else:
+            elif isinstance(item, (dict, list)):
                 _collect(item, into)
     elif isinstance(value, list):
         for item in value:
-            _collect(item, into)
+            if isinstance(item, (dict, list)):
+                _collect(item, into)
 
 
 def _rewrite(value: Any, found: Mapping[str, str]) -> Any:
