@@ -8,6 +8,11 @@ import sys
 import structlog
 
 
+class _StderrLoggerFactory:
+    def __call__(self, *args: object) -> structlog.PrintLogger:
+        return structlog.PrintLogger(sys.stderr)
+
+
 def configure_logging(*, json: bool = True, level: str = "INFO") -> None:
     """Configure structlog and the standard library to emit one structured line per event."""
     renderer: structlog.types.Processor = (
@@ -22,6 +27,8 @@ def configure_logging(*, json: bool = True, level: str = "INFO") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        # Resolve sys.stderr at each call, not once: a stream swapped or closed after
+        # configuration (test capture, daemonising) must not turn a log line into an exception.
+        logger_factory=_StderrLoggerFactory(),
+        cache_logger_on_first_use=False,
     )
