@@ -27,10 +27,14 @@ log = structlog.get_logger("syncline.runtime")
 
 def default_registry() -> ConnectorRegistry:
     """Return the registry of the connectors that ship with Syncline."""
+    from syncline.connectors.hubspot import HubSpotConnector
     from syncline.connectors.netsuite import NetSuiteConnector
+    from syncline.connectors.salesforce import SalesforceConnector
     from syncline.connectors.stripe import StripeConnector
+    from syncline.connectors.zendesk import ZendeskConnector
 
-    return ConnectorRegistry([StripeConnector, NetSuiteConnector])
+    return ConnectorRegistry([StripeConnector, NetSuiteConnector, ZendeskConnector, SalesforceConnector,
+                              HubSpotConnector])
 
 
 class Syncline:
