@@ -98,13 +98,14 @@ def create_app(syncline: Syncline, *, run_workers: bool = False) -> FastAPI:
             return problem(413, "Payload too large", f"webhook bodies are limited to {limit} bytes",
                            "payload_too_large")
         try:
-            connector.verify_webhook(request.headers, body, now=time.time())
+            connector.verify_webhook_request(request.headers, body, now=time.time(), method=request.method,
+                                             url=str(request.url))
         except SignatureError as exc:
             metrics.webhooks.labels(connection, "rejected").inc()
             log.warning("webhook rejected", connection=connection, code=exc.code)
             return problem(400, "Signature verification failed", exc.message, exc.code)
         try:
-            payload = orjson.loads(body)
+            payload = connector.parse_body(body)
             identity = connector.identify(payload)
             item = Received(connection, identity.event_id, identity.event_type, body)
         except (orjson.JSONDecodeError, SynclineError) as exc:
@@ -122,6 +123,9 @@ def create_app(syncline: Syncline, *, run_workers: bool = False) -> FastAPI:
         outcome = "parked" if item.parked_reason else ("received" if fresh else "duplicate")
         metrics.webhooks.labels(connection, outcome).inc()
         metrics.ingest_seconds.labels(connection).observe(time.perf_counter() - started)
+        acknowledgement = connector.webhook_response(body)
+        if acknowledgement is not None:
+            return Response(acknowledgement[0], media_type=acknowledgement[1])
         return Response(
             orjson.dumps({"received": True, "duplicate": not fresh, "parked": item.parked_reason is not None}),
             media_type="application/json",
