@@ -354,8 +354,24 @@ def bench(
 ) -> None:
     """Measure ingest, normalize and delivery throughput on this machine."""
     from syncline.bench import run_benchmarks
+    from syncline.observe import configure_logging
 
+    # Per-record debug lines would measure the terminal, not the pipeline.
+    configure_logging(level="WARNING")
     run_benchmarks(console, quick=quick)
+
+
+from syncline.api.commands import audit_app, keys_app  # noqa: E402
+
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
+from syncline.ledger.cli import ledger_app  # noqa: E402
+
+app.add_typer(ledger_app, name="ledger")
+from syncline.flows.cli import tasks_app, trace_command  # noqa: E402
+
+app.add_typer(tasks_app, name="tasks")
+app.command("trace")(trace_command)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -21,6 +21,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from syncline.errors import ConfigError
+from syncline.flows.settings import FlowsSettings
+from syncline.ledger.config import LedgerConfig
+from syncline.observe.settings import ConsoleConfig, SecurityConfig
 
 _REFERENCE = re.compile(r"^\$\{(env|file):([^}]+)\}$")
 _NAME = r"^[a-z][a-z0-9_-]{0,62}$"
@@ -69,6 +72,9 @@ class ConnectionConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     webhook: WebhookConfig = Field(default_factory=WebhookConfig)
+    #: Poll the vendor's change feed (``syncline catch-up``) this often, and soon after the
+    #: vendor notifies a change without its content (HubSpot webhooks); None = only on demand.
+    catch_up_seconds: float | None = Field(default=None, gt=0)
 
 
 class DeliverAction(_Strict):
@@ -124,6 +130,10 @@ class SynclineConfig(_Strict):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+    flows: FlowsSettings = Field(default_factory=FlowsSettings)
+    ledger: LedgerConfig | None = None
 
     @field_validator("connections")
     @classmethod

@@ -130,3 +130,44 @@ async def test_delivery_workers_batch_accounts_into_hubspot(store_url: str) -> N
     assert companies == {f"account_{i}": f"Customer {i}" for i in range(40)}
     calls = [r for r in sandbox.requests if r.path == "/crm/v3/objects/companies/batch/upsert"]
     assert len(calls) < 40  # the worker grouped deliveries into HubSpot batch calls
+
+
+@pytest.mark.anyio
+async def test_a_change_notice_makes_the_runtime_read_the_record_through_catch_up(store_url: str) -> None:
+    # HubSpot webhooks carry an id and one property: the runtime reads the record itself soon
+    # after (catch_up_seconds set), instead of waiting for the next scheduled poll.
+    os.environ["HUBSPOT_TEST_TOKEN"] = TOKEN
+    os.environ["HUBSPOT_TEST_CLIENT_SECRET"] = CLIENT_SECRET
+    sandbox = HubSpotSandbox(access_token=TOKEN, app_id=APP_ID, client_secret=CLIENT_SECRET)
+    vendor = FakeVendor("hubspot-notice-erp")
+    with ServerThread(sandbox.app) as api:
+        config = parse_config({
+            "store": store_url,
+            "connections": {
+                "hubspot": {"vendor": "hubspot", "base_url": api.url, "catch_up_seconds": 3600,
+                            "secrets": {"access_token": "${env:HUBSPOT_TEST_TOKEN}",
+                                        "client_secret": "${env:HUBSPOT_TEST_CLIENT_SECRET}"},
+                            "options": {"app_id": str(APP_ID), "currency": "USD", "search_rate_per_second": 100.0,
+                                        "catch_up_objects": ["companies"]}},
+                "erp": {"vendor": "fake", "base_url": "http://127.0.0.1:9", "options": {"vendor_state": vendor.name}},
+            },
+            "routes": [{"event": "account.*", "deliver": {"connection": "erp", "operation": "upsert_account"}}],
+        })
+        syncline = Syncline(config, registry=ConnectorRegistry([HubSpotConnector, FakeConnector]))
+        syncline.migrate()
+        try:
+            company = outbound_cases()[0]
+            connector = syncline.connectors["hubspot"]
+            async with connector.http_client(connector.default_limits) as http:
+                written = await connector.deliver(http, company.operation, company.create, idempotency_key="k")
+            with ServerThread(create_app(syncline, run_workers=True)) as app:
+                sandbox.webhook_url = f"{app.url}/v1/webhooks/hubspot"
+                sandbox.touch("companies", written.external_id, {"phone": "+1 555 0142"})
+                deadline = time.monotonic() + 15
+                while not any(call[0] == "upsert_account" for call in vendor.calls):
+                    assert time.monotonic() < deadline, f"nothing delivered; inbox {_inbox_rows(syncline)}"
+                    await asyncio.sleep(0.05)
+        finally:
+            syncline.close()
+    (call,) = [call for call in vendor.calls if call[0] == "upsert_account"]
+    assert call[1] == company.create["id"] and call[2]["phone"] == "+1 555 0142"

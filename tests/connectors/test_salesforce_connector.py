@@ -199,6 +199,25 @@ async def test_write_back_touches_only_the_syncline_fields(harness: SalesforceHa
         k: before[k] for k in ("Name", "StageName", "Amount", "CloseDate")}
 
 
+@pytest.mark.anyio
+async def test_write_back_to_a_deal_that_started_in_the_org_addresses_it_by_id_and_stamps_the_syncline_id(
+    harness: SalesforceHarness,
+) -> None:
+    sandbox, connector = harness.sandbox, harness.connector
+    case = next(case for case in harness.outbound_cases if case.operation == "write_back_status")
+    deal = sandbox.ui_create("Opportunity", {"Name": "Won in the UI", "StageName": "Closed Won",
+                                             "CloseDate": "2026-11-20", "Amount": 1200})
+    payload = {**case.update, "id": "opportunity_ui_deal",
+               "source": {"system": connector.name, "object_type": "Opportunity", "external_id": deal["Id"]}}
+    async with connector.http_client(connector.default_limits) as http:
+        result = await connector.deliver(http, "write_back_status", payload, idempotency_key="wb-ui")
+    assert result.external_id == deal["Id"]
+    (after,) = sandbox.find("Opportunity", "opportunity_ui_deal")
+    assert after["Id"] == deal["Id"]
+    assert after["Syncline_Status__c"] == "active in billing and ERP"
+    assert after["Name"] == "Won in the UI"
+
+
 # -- daily API budget -------------------------------------------------------------------------
 @pytest.mark.anyio
 async def test_daily_budget_stops_at_the_reserve_and_resumes_when_the_day_refills() -> None:

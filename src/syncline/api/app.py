@@ -5,20 +5,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import orjson
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from opentelemetry import propagate
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import URL, Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from syncline.api.problems import problem
 from syncline.errors import SignatureError, SynclineError
 from syncline.observe import metrics
+from syncline.observe.tracing import parse_traceparent
 from syncline.pipeline.inbox import InboxWriter, Received
 from syncline.runtime import Syncline
 
@@ -26,6 +30,10 @@ log = structlog.get_logger("syncline.api")
 
 
 class _TooLarge(Exception):
+    pass
+
+
+class _Disconnected(Exception):
     pass
 
 
@@ -43,8 +51,75 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(syncline: Syncline, *, run_workers: bool = False) -> FastAPI:
-    """Build the ASGI app; with ``run_workers`` the normalizer and delivery workers run inside it."""
+_BodyReader = Callable[[int], Awaitable[bytes]]
+_WEBHOOKS = "/v1/webhooks/"
+
+
+class _WebhookFastPath:
+    """ASGI middleware: answer ``POST /v1/webhooks/{connection}`` without FastAPI's routing.
+
+    Webhook ingest is the hot path (thousands of requests a second); FastAPI's request objects,
+    dependency resolution and route matching cost more than verifying, parsing and queueing the
+    event itself. The handler is the same function the declared route calls.
+    """
+
+    def __init__(self, app: ASGIApp, ingest: Callable[[str, Mapping[str, str], _BodyReader, str, str],
+                                                        Awaitable[Response]]) -> None:
+        self.app = app
+        self.ingest = ingest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or scope["method"] != "POST" or not path.startswith(_WEBHOOKS):
+            await self.app(scope, receive, send)
+            return
+        connection = path[len(_WEBHOOKS):]
+        if not connection or "/" in connection:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+
+        async def read_body(limit: int) -> bytes:
+            declared = headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise _TooLarge
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _Disconnected
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise _TooLarge
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+
+        try:
+            response = await self.ingest(connection, headers, read_body, "POST", str(URL(scope=scope)))
+        except _Disconnected:
+            return
+        await response(scope, receive, send)
+
+
+def _trace_context(headers: Mapping[str, str]) -> str | None:
+    """The traceparent deliveries of this event continue: the request's span, else the caller's."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    if "traceparent" in carrier:
+        return carrier["traceparent"]
+    given = headers.get("traceparent")
+    return given.strip().lower() if given and parse_traceparent(given) else None
+
+
+def create_app(syncline: Syncline, *, run_workers: bool = False, routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """Build the ASGI app; with ``run_workers`` the normalizer and delivery workers run inside it.
+
+    The management API, the console and the flows API (when installed) are mounted too; ``routers``
+    adds further routers.
+    """
     writer = InboxWriter(syncline.engine)
 
     @asynccontextmanager
@@ -69,7 +144,11 @@ def create_app(syncline: Syncline, *, run_workers: bool = False) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_problem(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail), str(exc.detail), f"http_{exc.status_code}")
+        response = problem(exc.status_code, str(exc.detail), str(exc.detail), f"http_{exc.status_code}")
+        # Keep headers such as Allow (405) and WWW-Authenticate (401) that the status requires.
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_problem(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -77,13 +156,8 @@ def create_app(syncline: Syncline, *, run_workers: bool = False) -> FastAPI:
         where = ".".join(str(part) for part in first["loc"])
         return problem(422, "Invalid request", f"{where}: {first['msg']}", "request_invalid")
 
-    @app.post(
-        "/v1/webhooks/{connection}",
-        summary="Receive a vendor webhook",
-        responses={400: {"description": "signature invalid"}, 404: {"description": "unknown connection"},
-                   413: {"description": "body too large"}},
-    )
-    async def receive_webhook(connection: str, request: Request) -> Response:
+    async def ingest(connection: str, headers: Mapping[str, str], read_body: _BodyReader, method: str,
+                     url: str) -> Response:
         """Verify, deduplicate and durably store one vendor event, then acknowledge it."""
         started = time.perf_counter()
         connector = syncline.connectors.get(connection)
@@ -92,14 +166,13 @@ def create_app(syncline: Syncline, *, run_workers: bool = False) -> FastAPI:
                            "connection_unknown")
         limit = syncline.config.connections[connection].webhook.max_body_bytes
         try:
-            body = await _read_limited(request, limit)
+            body = await read_body(limit)
         except _TooLarge:
             metrics.webhooks.labels(connection, "too_large").inc()
             return problem(413, "Payload too large", f"webhook bodies are limited to {limit} bytes",
                            "payload_too_large")
         try:
-            connector.verify_webhook_request(request.headers, body, now=time.time(), method=request.method,
-                                             url=str(request.url))
+            connector.verify_webhook_request(headers, body, now=time.time(), method=method, url=url)
         except SignatureError as exc:
             metrics.webhooks.labels(connection, "rejected").inc()
             log.warning("webhook rejected", connection=connection, code=exc.code)
@@ -107,7 +180,8 @@ def create_app(syncline: Syncline, *, run_workers: bool = False) -> FastAPI:
         try:
             payload = connector.parse_body(body)
             identity = connector.identify(payload)
-            item = Received(connection, identity.event_id, identity.event_type, body)
+            item = Received(connection, identity.event_id, identity.event_type, body,
+                            traceparent=_trace_context(headers))
         except (orjson.JSONDecodeError, SynclineError) as exc:
             # Authentic but unreadable: keep the bytes and park them for a person.
             reason = f"body is not valid JSON: {exc}" if isinstance(exc, orjson.JSONDecodeError) else str(exc)
@@ -131,6 +205,21 @@ def create_app(syncline: Syncline, *, run_workers: bool = False) -> FastAPI:
             media_type="application/json",
         )
 
+    @app.post(
+        "/v1/webhooks/{connection}",
+        summary="Receive a vendor webhook",
+        responses={400: {"description": "signature invalid"}, 404: {"description": "unknown connection"},
+                   413: {"description": "body too large"}},
+    )
+    async def receive_webhook(connection: str, request: Request) -> Response:
+        """Verify, deduplicate and durably store one vendor event, then acknowledge it.
+
+        Served by :class:`_WebhookFastPath` before FastAPI's routing; declared here for the
+        OpenAPI document (and as the path taken if the fast path is ever bypassed).
+        """
+        return await ingest(connection, request.headers, lambda limit: _read_limited(request, limit),
+                            request.method, str(request.url))
+
     @app.get("/health", summary="Liveness and store reachability")
     async def health() -> dict[str, object]:
         backlog = await asyncio.to_thread(syncline.backlog)
@@ -140,4 +229,9 @@ def create_app(syncline: Syncline, *, run_workers: bool = False) -> FastAPI:
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    # Inside the tracing middleware that mount() adds, so webhooks keep their spans.
+    app.add_middleware(_WebhookFastPath, ingest=ingest)
+    from syncline.api.management import mount
+
+    mount(app, routers)
     return app

@@ -34,3 +34,34 @@ queue_depth = Gauge(
     "syncline_outbox_depth", "Outbox rows not yet delivered per connection and state", ["connection", "state"],
     registry=registry,
 )
+
+# Figures read from the store when /metrics is scraped (see syncline.observe.business.refresh_gauges).
+outbox_oldest_age = Gauge(
+    "syncline_outbox_oldest_age_seconds", "Age of the oldest delivery still waiting per connection", ["connection"],
+    registry=registry,
+)
+inbox_depth = Gauge("syncline_inbox_depth", "Inbox rows by state (received, parked)", ["state"], registry=registry)
+breaker_state = Gauge(
+    "syncline_breaker_state", "Circuit breaker per connection: 0 closed, 1 half-open, 2 open", ["connection"],
+    registry=registry,
+)
+connection_paused = Gauge("syncline_connection_paused", "1 while deliveries to a connection are paused",
+                          ["connection"], registry=registry)
+exceptions_open = Gauge(
+    "syncline_exceptions_open", "Open exceptions by connection and error class", ["connection", "error_class"],
+    registry=registry,
+)
+invoices_late_to_erp = Gauge(
+    "syncline_invoices_late_to_erp", "Invoices not yet in the ERP past their service level", registry=registry
+)
+invoices_waiting_for_erp = Gauge(
+    "syncline_invoices_waiting_for_erp", "Invoices not yet in the ERP", registry=registry
+)
+payments_late_to_crm = Gauge(
+    "syncline_payments_late_to_crm", "Payments not yet reflected in the CRM past their service level",
+    registry=registry,
+)
+orders_awaiting_billing = Gauge(
+    "syncline_orders_awaiting_billing", "Won deals whose onboarding flow has not finished", registry=registry
+)
+tasks_open = Gauge("syncline_tasks_open", "Open human tasks by age bucket", ["age"], registry=registry)

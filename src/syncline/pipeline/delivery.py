@@ -25,6 +25,8 @@ from typing import Any
 
 import orjson
 import structlog
+from opentelemetry import propagate
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from sqlalchemy import Engine, and_, bindparam, exists, or_, select, update
 from sqlalchemy.orm import aliased
 
@@ -37,6 +39,7 @@ from syncline.errors import (
     TransientError,
 )
 from syncline.observe import metrics
+from syncline.observe.tracing import tracer
 from syncline.pipeline import identity
 from syncline.pipeline.breaker import CircuitBreaker
 from syncline.pipeline.budget import Budget
@@ -77,6 +80,7 @@ class _Claimed:
     attempts: int
     payload: str
     failures: int
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,7 @@ def claim(
         select(
             deliveries.c.id, deliveries.c.operation, deliveries.c.idempotency_key, deliveries.c.canonical_id,
             deliveries.c.correlation_id, deliveries.c.attempts, deliveries.c.payload, deliveries.c.failures,
+            deliveries.c.traceparent,
         )
         .where(deliveries.c.connection == connection, due, ~blocked)
         .order_by(deliveries.c.id)
@@ -176,6 +181,7 @@ class DeliveryWorker:
         self.wakeup = asyncio.Event()
         self._results: list[_Outcome] = []
         self._results_ready = asyncio.Event()
+        self._draining = asyncio.Event()
         self._in_flight = 0
         self._paused_checked = 0.0
         self._paused = False
@@ -221,6 +227,7 @@ class DeliveryWorker:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
             stop.set()
+            self._draining.set()
             self._results_ready.set()
             await flusher
             await http.aclose()
@@ -262,6 +269,7 @@ class DeliveryWorker:
         """Send one request (one row, or one batch of rows) inside a budget slot."""
         outcomes: list[_Outcome]
         async with self.budget.slot():
+            span = self._span(group)
             started = time.monotonic()
             try:
                 if len(group) == 1:
@@ -293,12 +301,28 @@ class DeliveryWorker:
                               deliveries=[row.id for row in group])
                 error = DeliveryError(f"connector error {type(exc).__name__}", code="connector_bug")
                 outcomes = [_Outcome(row, error=error, elapsed=time.monotonic() - started) for row in group]
+        failed = [outcome.error for outcome in outcomes if outcome.error is not None]
+        if failed:
+            span.set_status(Status(StatusCode.ERROR, failed[0].code))
+            span.set_attribute("syncline.error_class", str(failed[0].error_class or "unclassified"))
+        span.end()
         for outcome in outcomes:
             self._observe(outcome)
         self._in_flight -= len(group)
         self._results.extend(outcomes)
         if len(self._results) >= 100:
             self._results_ready.set()
+
+    def _span(self, group: list[_Claimed]) -> Span:
+        """Start the client span of one vendor request, a child of the webhook request's span."""
+        head = group[0]
+        parent = propagate.extract({"traceparent": head.traceparent}) if head.traceparent else None
+        return tracer.start_span(
+            f"deliver {self.connection}.{head.operation}", context=parent, kind=SpanKind.CLIENT,
+            attributes={"syncline.connection": self.connection, "syncline.operation": head.operation,
+                        "syncline.correlation_id": head.correlation_id, "syncline.deliveries": len(group),
+                        "syncline.delivery_id": head.id},
+        )
 
     def _observe(self, outcome: _Outcome) -> None:
         metrics.delivery_seconds.labels(self.connection).observe(outcome.elapsed)
@@ -328,7 +352,9 @@ class DeliveryWorker:
                 batch, self._results = self._results, []
                 await asyncio.to_thread(self._record, batch)
                 self.wakeup.set()
-            elif stop.is_set() and self._in_flight == 0:
+            elif self._draining.is_set() and self._in_flight == 0:
+                # Only once the run loop has stopped claiming: rows claimed after ``stop`` was
+                # set are still delivered, and their results must be written, not left leased.
                 return
 
     def _record(self, batch: list[_Outcome]) -> None:

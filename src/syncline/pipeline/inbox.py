@@ -30,6 +30,8 @@ class Received:
     body: bytes
     #: Set when the body cannot be decoded at all (invalid JSON): kept, but parked at once.
     parked_reason: str | None = None
+    #: W3C trace context of the receiving request; the deliveries made from it continue the trace.
+    traceparent: str | None = None
 
 
 def write_inbox(engine: Engine, items: Sequence[Received], now: float | None = None) -> set[tuple[str, str]]:
@@ -47,6 +49,7 @@ def write_inbox(engine: Engine, items: Sequence[Received], now: float | None = N
             "state": "parked" if item.parked_reason else "received",
             "body": item.body,
             "error": item.parked_reason,
+            "traceparent": item.traceparent,
         }
         for item in unique.values()
     ]

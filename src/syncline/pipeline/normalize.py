@@ -38,6 +38,9 @@ class NormalizeStats:
     parked: int = 0
     stale: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
+    #: Connections that reported a change without its content (``record.changed``): their
+    #: change feed should be read soon.
+    notified: set[str] = field(default_factory=set)
 
 
 def _sequence(event: CloudEvent) -> int | None:
@@ -76,7 +79,7 @@ def normalize_batch(
     now = time.time()
     with engine.begin() as conn:
         rows = conn.execute(
-            select(inbox.c.id, inbox.c.connection, inbox.c.vendor_event_id, inbox.c.body)
+            select(inbox.c.id, inbox.c.connection, inbox.c.vendor_event_id, inbox.c.body, inbox.c.traceparent)
             .where(inbox.c.state == "received")
             .order_by(inbox.c.id)
             .limit(limit)
@@ -142,6 +145,8 @@ def normalize_batch(
             decoded.extend(events)
             for event in events:
                 stats.events += 1
+                if event.type == "record.changed":
+                    stats.notified.add(row.connection)
                 subject = event.subject or event.id
                 source = event.data.get("source")
                 if isinstance(source, dict):
@@ -164,6 +169,7 @@ def normalize_batch(
                         "dedupe_key": delivery.dedupe_key, "idempotency_key": delivery.idempotency_key,
                         "canonical_id": delivery.canonical_id, "event_type": event.type,
                         "correlation_id": event.correlationid, "source_inbox_id": row.id,
+                        "traceparent": row.traceparent,
                         "payload": payload, "state": "pending", "attempts": 0, "next_attempt_at": now,
                         "last_error": None,
                         "created_at": now, "updated_at": now,

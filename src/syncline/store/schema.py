@@ -43,6 +43,8 @@ inbox = Table(
     Column("state", String(16), nullable=False),
     Column("body", LargeBinary, nullable=False),
     Column("correlation_id", String(128)),
+    #: W3C trace context of the request that brought the event, carried to its deliveries.
+    Column("traceparent", String(64)),
     Column("error", Text),
     Column("processed_at", Float),
     UniqueConstraint("connection", "vendor_event_id"),
@@ -65,6 +67,7 @@ deliveries = Table(
     Column("event_type", String(64), nullable=False),
     Column("correlation_id", String(128), nullable=False),
     Column("source_inbox_id", BigInteger),
+    Column("traceparent", String(64)),
     Column("payload", Text, nullable=False),
     # pending -> inflight -> done | pending (retry) | parked ; skipped when superseded
     Column("state", String(16), nullable=False),

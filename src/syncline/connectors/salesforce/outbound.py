@@ -233,6 +233,13 @@ class SalesforceConnector(Connector):
                 raise DataQualityError("external_ids must be an object", field="external_ids")
             opportunity = mapping.parse(Opportunity, body)
             fields = mapping.write_back_fields(opportunity, external_ids, options)
+            source = opportunity.source
+            if source.system == self.name and source.external_id:
+                # A deal that started in this org carries no Syncline id yet: address it by its
+                # Salesforce Id and stamp the id, so later upserts find this record, not a new one.
+                fields = {**fields, options.external_id_field: mapping.external_id(opportunity.id)}
+                return await self._upsert(http, "Opportunity", mapping.external_id(source.external_id), fields,
+                                          op, idempotency_key, update_only=True, by_field="Id")
             return await self._upsert(http, "Opportunity", opportunity.id, fields, op, idempotency_key,
                                       update_only=True)
         sobject, record_id, fields = self._record(op, payload)
@@ -314,10 +321,10 @@ class SalesforceConnector(Connector):
 
     async def _upsert(
         self, http: httpx.AsyncClient, sobject: str, record_id: str, fields: Mapping[str, Any], op: Operation,
-        idempotency_key: str, *, update_only: bool = False,
+        idempotency_key: str, *, update_only: bool = False, by_field: str | None = None,
     ) -> DeliveryResult:
         what = f"{op.name} {record_id}"
-        path = data_path(f"sobjects/{sobject}/{self.mapping_options.external_id_field}/{record_id}")
+        path = data_path(f"sobjects/{sobject}/{by_field or self.mapping_options.external_id_field}/{record_id}")
         response = await self._send(http, "PATCH", path, fields, what, idempotency_key,
                                     params={"updateOnly": "true"} if update_only else None)
         if response.status_code == 204:

@@ -468,10 +468,11 @@ class SalesforceSandbox:
 
     def _matches(self, entity: str, field_name: str, value: str) -> list[dict[str, Any]]:
         self._type(entity)
-        if field_name != EXTERNAL_ID_FIELD:
+        # Salesforce also upserts by the record's own Id ("PATCH .../sobjects/Account/Id/001...").
+        if field_name not in (EXTERNAL_ID_FIELD, "Id"):
             raise SandboxError(404, "NOT_FOUND",
                                f"Provided external ID field does not exist or is not accessible: {field_name}")
-        return [r for r in self.records[entity].values() if r.get(EXTERNAL_ID_FIELD) == value]
+        return [r for r in self.records[entity].values() if r.get(field_name) == value]
 
     def _url(self, entity: str, record_id: str) -> str:
         return f"{DATA}/sobjects/{entity}/{record_id}"
@@ -505,10 +506,11 @@ class SalesforceSandbox:
         if not matches and request.query_params.get("updateOnly") == "true":
             raise SandboxError(404, "NOT_FOUND", "The requested resource does not exist")
         fields = _object(body)
-        if fields.get(EXTERNAL_ID_FIELD, value) != value:
-            raise SandboxError(400, "INVALID_FIELD", f"{EXTERNAL_ID_FIELD} in the body differs from the URL",
-                               [EXTERNAL_ID_FIELD])
-        fields[EXTERNAL_ID_FIELD] = value
+        if field_name == EXTERNAL_ID_FIELD:
+            if fields.get(EXTERNAL_ID_FIELD, value) != value:
+                raise SandboxError(400, "INVALID_FIELD", f"{EXTERNAL_ID_FIELD} in the body differs from the URL",
+                                   [EXTERNAL_ID_FIELD])
+            fields[EXTERNAL_ID_FIELD] = value
         existing = matches[0]["Id"] if matches else None
         record = self._write(entity, existing, fields, user=self.user_id, origin=self._origin(request),
                              changes=self._pending)

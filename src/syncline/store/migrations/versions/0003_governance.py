@@ -43,7 +43,7 @@ def upgrade() -> None:
     op.create_table(
         "audit_log",
         sa.Column("id", _Id, autoincrement=True, nullable=False),
-        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("at", sa.Float(), nullable=False),
         sa.Column("actor_id", sa.String(length=64), nullable=False),
         sa.Column("actor_name", sa.String(length=128), nullable=False),
@@ -61,7 +61,7 @@ def upgrade() -> None:
     op.create_table(
         "audit_head",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("hash", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_head")),
     )
