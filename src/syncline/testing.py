@@ -79,7 +79,10 @@ class FakeConnector(Connector):
         for name, accepts in [("upsert_account", "account"), ("upsert_invoice", "invoice"),
                               ("upsert_payment", "payment"), ("upsert_refund", "refund"),
                               ("upsert_credit_memo", "credit_memo")]
-    } | {"batch_upsert_account": Operation("batch_upsert_account", "account", batchable=True)}
+    } | {
+        "batch_upsert_account": Operation("batch_upsert_account", "account", batchable=True),
+        "post_journal_entry": Operation("post_journal_entry", "journal_entry", snapshot=False),
+    }
     default_limits = Limits(concurrency=4)
 
     def __init__(self, settings: ConnectionSettings) -> None:
