@@ -110,3 +110,22 @@ def test_cli_audit_verify_fails_after_a_row_is_altered_in_the_database(tmp_path:
     tampered = runner.invoke(app, ["audit", "verify", "-c", str(config)])
     assert tampered.exit_code == 1
     assert "row 1" in tampered.stderr and "edited" in tampered.stderr
+
+
+def test_an_operator_action_and_its_audit_entry_commit_together(engine: Engine,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from syncline.api import _actions
+    from syncline.pipeline.delivery import is_paused
+
+    def failing_audit(*_args: object, **_kwargs: object) -> int:
+        raise RuntimeError("audit log unavailable")
+
+    monkeypatch.setattr(_actions, "audit", failing_audit)
+    with pytest.raises(RuntimeError):
+        _actions.set_paused(engine, Principal("k1", "olga", Role.OPERATOR), "netsuite", True, "month end")
+    # No audit entry, so no pause either.
+    assert not is_paused(engine, "netsuite")
+    monkeypatch.undo()
+    _actions.set_paused(engine, Principal("k1", "olga", Role.OPERATOR), "netsuite", True, "month end")
+    assert is_paused(engine, "netsuite")
+    assert [entry.action for entry in entries(engine)][-1] == "connection.pause"

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import Engine, and_, select, update
+from sqlalchemy import Connection, Engine, and_, select, update
 
 from syncline.api._queries import ExceptionFilter
 from syncline.api.auth import Principal
@@ -67,21 +67,20 @@ def _one_open(engine: Engine, exception_id: int) -> Any:
     return row
 
 
-def _requeue_inbox(engine: Engine, inbox_ids: list[int], note: str) -> int:
+def _requeue_inbox(conn: Connection, inbox_ids: list[int], note: str) -> int:
     # retry_parked_inbox works per connection; an operator picks single events, so do the same per id.
     if not inbox_ids:
         return 0
     now = time.time()
-    with engine.begin() as conn:
-        ids = list(conn.execute(
-            select(inbox.c.id).where(inbox.c.id.in_(inbox_ids), inbox.c.state == "parked")).scalars())
-        if ids:
-            conn.execute(update(inbox).where(inbox.c.id.in_(ids)).values(state="received", error=None))
-            conn.execute(
-                update(exceptions)
-                .where(exceptions.c.source == "inbox", exceptions.c.ref_id.in_(ids), exceptions.c.resolved_at.is_(None))
-                .values(resolved_at=now, resolution=note)
-            )
+    ids = list(conn.execute(
+        select(inbox.c.id).where(inbox.c.id.in_(inbox_ids), inbox.c.state == "parked")).scalars())
+    if ids:
+        conn.execute(update(inbox).where(inbox.c.id.in_(ids)).values(state="received", error=None))
+        conn.execute(
+            update(exceptions)
+            .where(exceptions.c.source == "inbox", exceptions.c.ref_id.in_(ids), exceptions.c.resolved_at.is_(None))
+            .values(resolved_at=now, resolution=note)
+        )
     return len(ids)
 
 
@@ -92,11 +91,13 @@ def retry(engine: Engine, principal: Principal, where: ExceptionFilter, note: st
         raise ActionRefused(422, "bulk_too_large", f"more than {BULK_MAX} exceptions match; narrow the filter")
     note = note or f"retried by {principal.name}"
     delivery_ids = tuple(row.ref_id for row in rows if row.source == "delivery")
-    changed = operations.retry_parked(engine, operations.Filter(ids=delivery_ids), note=note) if delivery_ids else 0
-    changed += _requeue_inbox(engine, [row.ref_id for row in rows if row.source == "inbox"], note)
-    seq = audit(engine, principal, "exceptions.retry", _target(rows),
-                {"exception_ids": [row.id for row in rows], "filter": _filter_detail(where), "note": note,
-                 "requeued": changed})
+    # The change and its audit entry commit together, or neither does.
+    with engine.begin() as conn:
+        changed = operations.retry_parked(conn, operations.Filter(ids=delivery_ids), note=note) if delivery_ids else 0
+        changed += _requeue_inbox(conn, [row.ref_id for row in rows if row.source == "inbox"], note)
+        seq = audit(conn, principal, "exceptions.retry", _target(rows),
+                    {"exception_ids": [row.id for row in rows], "filter": _filter_detail(where), "note": note,
+                     "requeued": changed})
     return Outcome(len(rows), changed, seq)
 
 
@@ -169,9 +170,10 @@ def edit_and_retry(engine: Engine, principal: Principal, exception_id: int, edit
         ))
         seq = audit(conn, principal, "delivery.edit", f"delivery:{target.id}",
                     {"exception_id": exception_id, "before_sha256": before, "after_sha256": after})
-    requeued = operations.retry_parked(engine, operations.Filter(ids=(target.id,)), note=note)
-    audit(engine, principal, "exceptions.retry", f"exception:{exception_id}",
-          {"exception_ids": [exception_id], "note": note, "requeued": requeued})
+    with engine.begin() as conn:
+        requeued = operations.retry_parked(conn, operations.Filter(ids=(target.id,)), note=note)
+        audit(conn, principal, "exceptions.retry", f"exception:{exception_id}",
+              {"exception_ids": [exception_id], "note": note, "requeued": requeued})
     return Outcome(1, requeued, seq)
 
 
@@ -180,21 +182,23 @@ def replay(engine: Engine, principal: Principal, where: operations.Filter, note:
     if where.deliveries_where() is None:
         raise ActionRefused(422, "filter_required", "a replay needs a filter: ids, connection, correlation id or time")
     note = note or f"replayed by {principal.name}"
-    changed = operations.replay(engine, where, note=note)
-    seq = audit(engine, principal, "deliveries.replay", where.correlation_id or where.connection or "deliveries",
-                {"filter": {k: v for k, v in where.__dict__.items() if v not in (None, ())}, "note": note,
-                 "requeued": changed})
+    with engine.begin() as conn:
+        changed = operations.replay(conn, where, note=note)
+        seq = audit(conn, principal, "deliveries.replay", where.correlation_id or where.connection or "deliveries",
+                    {"filter": {k: v for k, v in where.__dict__.items() if v not in (None, ())}, "note": note,
+                     "requeued": changed})
     return Outcome(changed, changed, seq)
 
 
 def set_paused(engine: Engine, principal: Principal, connection: str, paused: bool, reason: str | None) -> int:
     """Pause or resume deliveries to ``connection``; return the audit sequence number."""
-    if paused:
-        operations.pause(engine, connection, reason or f"paused by {principal.name}")
-    else:
-        operations.resume(engine, connection)
-    return audit(engine, principal, "connection.pause" if paused else "connection.resume",
-                 f"connection:{connection}", {"reason": reason})
+    with engine.begin() as conn:
+        if paused:
+            operations.pause(conn, connection, reason or f"paused by {principal.name}")
+        else:
+            operations.resume(conn, connection)
+        return audit(conn, principal, "connection.pause" if paused else "connection.resume",
+                     f"connection:{connection}", {"reason": reason})
 
 
 def _target(rows: Iterable[Any]) -> str:

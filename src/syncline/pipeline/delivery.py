@@ -27,7 +27,7 @@ import orjson
 import structlog
 from opentelemetry import propagate
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-from sqlalchemy import Engine, and_, bindparam, exists, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, exists, or_, select, update
 from sqlalchemy.orm import aliased
 
 from syncline.connectors.base import Connector, DeliveryResult, Limits
@@ -142,13 +142,18 @@ def is_paused(engine: Engine, connection: str) -> bool:
     return bool(paused)
 
 
-def set_paused(engine: Engine, connection: str, paused: bool, reason: str | None) -> None:
-    """Pause or resume deliveries to ``connection`` (persisted; every worker obeys)."""
-    with engine.begin() as conn:
-        conn.execute(
-            upsert(engine, connection_state, ["connection"], ["paused", "reason", "updated_at"]),
-            {"connection": connection, "paused": paused, "reason": reason, "updated_at": time.time()},
-        )
+def set_paused(bind: Engine | Connection, connection: str, paused: bool, reason: str | None) -> None:
+    """Pause or resume deliveries to ``connection`` (persisted; every worker obeys).
+
+    Given a Connection, the change joins the caller's transaction.
+    """
+    statement = upsert(bind.engine, connection_state, ["connection"], ["paused", "reason", "updated_at"])
+    values = {"connection": connection, "paused": paused, "reason": reason, "updated_at": time.time()}
+    if isinstance(bind, Connection):
+        bind.execute(statement, values)
+        return
+    with bind.begin() as conn:
+        conn.execute(statement, values)
 
 
 class DeliveryWorker:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, select, update
+from sqlalchemy import Connection, Engine, and_, func, select, update
 
 from syncline.pipeline.delivery import set_paused
 from syncline.store import connection_state, deliveries, exceptions, inbox, timeline
@@ -43,10 +45,20 @@ class Filter:
         return and_(*clauses) if clauses else None
 
 
-def _reset(engine: Engine, where: Any, states: tuple[str, ...], stage: str, note: str) -> int:
+@contextmanager
+def _begin(bind: Engine | Connection) -> Iterator[Connection]:
+    """A transaction of its own on an Engine; the caller's, on a Connection (to audit atomically)."""
+    if isinstance(bind, Connection):
+        yield bind
+    else:
+        with bind.begin() as conn:
+            yield conn
+
+
+def _reset(bind: Engine | Connection, where: Any, states: tuple[str, ...], stage: str, note: str) -> int:
     now = time.time()
     condition = deliveries.c.state.in_(states) if where is None else and_(where, deliveries.c.state.in_(states))
-    with engine.begin() as conn:
+    with _begin(bind) as conn:
         rows = conn.execute(
             select(deliveries.c.id, deliveries.c.correlation_id, deliveries.c.canonical_id, deliveries.c.connection)
             .where(condition)
@@ -76,14 +88,17 @@ def _reset(engine: Engine, where: Any, states: tuple[str, ...], stage: str, note
     return len(rows)
 
 
-def retry_parked(engine: Engine, where: Filter = Filter(), *, note: str = "retried by operator") -> int:
-    """Send parked deliveries matching ``where`` again (same budgets, same idempotency keys)."""
-    return _reset(engine, where.deliveries_where(), ("parked",), "retried", note)
+def retry_parked(bind: Engine | Connection, where: Filter = Filter(), *, note: str = "retried by operator") -> int:
+    """Send parked deliveries matching ``where`` again (same budgets, same idempotency keys).
+
+    Given a Connection, the change joins the caller's transaction (e.g. with its audit entry).
+    """
+    return _reset(bind, where.deliveries_where(), ("parked",), "retried", note)
 
 
-def replay(engine: Engine, where: Filter, *, note: str = "replayed by operator") -> int:
+def replay(bind: Engine | Connection, where: Filter, *, note: str = "replayed by operator") -> int:
     """Deliver already-delivered (or skipped) rows again; the idempotency key keeps it one record."""
-    return _reset(engine, where.deliveries_where(), ("done", "skipped"), "replayed", note)
+    return _reset(bind, where.deliveries_where(), ("done", "skipped"), "replayed", note)
 
 
 def retry_parked_inbox(engine: Engine, connection: str | None = None) -> int:
@@ -104,14 +119,16 @@ def retry_parked_inbox(engine: Engine, connection: str | None = None) -> int:
     return len(ids)
 
 
-def pause(engine: Engine, connection: str, reason: str) -> None:
+def pause(bind: Engine | Connection, connection: str, reason: str) -> None:
     """Stop deliveries to ``connection`` until resumed; rows keep waiting in the outbox."""
-    set_paused(engine, connection, True, reason)
+    with _begin(bind) as conn:
+        set_paused(conn, connection, True, reason)
 
 
-def resume(engine: Engine, connection: str) -> None:
+def resume(bind: Engine | Connection, connection: str) -> None:
     """Resume deliveries to ``connection``."""
-    set_paused(engine, connection, False, None)
+    with _begin(bind) as conn:
+        set_paused(conn, connection, False, None)
 
 
 def status(engine: Engine) -> dict[str, Any]:
