@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl
 import httpx
 import orjson
 from fastapi import FastAPI, Request, Response
+from starlette.requests import ClientDisconnect
 
 from syncline.connectors.stripe.client import API_VERSION
 from syncline.connectors.stripe.inbound import StripeSignature
@@ -464,6 +465,9 @@ class StripeSandbox:
         except (StripeApiError, UnicodeDecodeError) as exc:
             error = exc if isinstance(exc, StripeApiError) else StripeApiError(400, "Invalid form body")
             return self._json(error.status, orjson.dumps(error.body), headers)
+        except ClientDisconnect:
+            # The client went away mid-request (a killed worker): nothing was applied.
+            return Response(status_code=499)
 
         key = request.headers.get("idempotency-key") if request.method == "POST" else None
         fingerprint = orjson.dumps([request.url.path, params], option=orjson.OPT_SORT_KEYS)
