@@ -24,9 +24,9 @@ from tests.connectors._netsuite_harness import (
     served_sandbox,
 )
 
+from syncline.connectors._json import dumps
 from syncline.connectors.base import DeliveryResult, Limits
 from syncline.connectors.netsuite import NetSuiteConnector, NetSuiteSandbox
-from syncline.connectors.netsuite.client import dumps
 from syncline.connectors.netsuite.errors import error_from_response
 from syncline.connectors.netsuite.sandbox import SandboxError
 from syncline.errors import AuthConfigError, BusinessRuleError, ConfigError, DataQualityError

@@ -15,17 +15,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping
-from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
 import httpx
 
+from syncline.connectors._json import dumps, loads
 from syncline.connectors.netsuite.errors import error_from_response, transport_errors
 from syncline.errors import TransientError
 
@@ -133,34 +132,6 @@ class TokenAuth(httpx.Auth):
         """Add the signed header; NetSuite needs a fresh nonce and timestamp on every request."""
         request.headers["Authorization"] = self.authorization(request.method, request.url)
         yield request
-
-
-def dumps(value: Any) -> bytes:
-    """Encode ``value`` as compact JSON, writing :class:`~decimal.Decimal` as an exact number.
-
-    ``json`` turns Decimals into floats (or refuses them); money must keep every digit, so
-    ``Decimal("1.500")`` goes on the wire as ``1.500``.
-    """
-    return _encode(value).encode()
-
-
-def _encode(value: Any) -> str:
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError(f"{value} is not a JSON number")
-        return format(value, "f")
-    if isinstance(value, Mapping):
-        return "{" + ",".join(f"{json.dumps(str(k))}:{_encode(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(_encode(item) for item in value) + "]"
-    if isinstance(value, float):
-        raise TypeError("floats are not written on NetSuite's wire; use Decimal")
-    return json.dumps(value)
-
-
-def loads(body: bytes | str) -> Any:
-    """Decode JSON keeping decimal numbers exact (as :class:`~decimal.Decimal`)."""
-    return json.loads(body, parse_float=Decimal)
 
 
 async def suiteql(

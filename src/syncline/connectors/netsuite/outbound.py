@@ -23,9 +23,10 @@ from typing import Any, ClassVar
 import httpx
 import structlog
 
+from syncline.connectors._json import dumps
 from syncline.connectors.base import ConnectionSettings, Connector, DeliveryResult, Limits, Operation
 from syncline.connectors.netsuite import mapping
-from syncline.connectors.netsuite.client import TokenAuth, dumps, suiteql
+from syncline.connectors.netsuite.client import TokenAuth, suiteql
 from syncline.connectors.netsuite.errors import error_from_response, transport_errors
 from syncline.connectors.netsuite.periods import (
     PERIODS_QUERY,

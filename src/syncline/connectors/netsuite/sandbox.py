@@ -37,10 +37,9 @@ import httpx
 import orjson
 from fastapi import FastAPI, Query, Request, Response
 
+from syncline.connectors._json import dumps, loads
 from syncline.connectors.netsuite._sandbox_calendar import Period, QueryError, build_calendar, row, run_query
 from syncline.connectors.netsuite.client import (
-    dumps,
-    loads,
     parse_authorization,
     realm_for,
     sign,

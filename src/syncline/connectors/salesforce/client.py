@@ -25,13 +25,10 @@ allowance is spent.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any
 
 import httpx
 
@@ -256,31 +253,3 @@ class ApiBudget:
             self.blocked_until = self._clock() + self.probe_seconds
         else:
             self.blocked_until = None
-
-
-def dumps(value: Any) -> bytes:
-    """Encode ``value`` as compact JSON, writing :class:`~decimal.Decimal` as an exact number.
-
-    Salesforce currency fields take JSON numbers; ``json`` would turn a Decimal into a float,
-    so ``Decimal("1234.50")`` is written digit for digit instead.
-    """
-    return _encode(value).encode()
-
-
-def _encode(value: Any) -> str:
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError(f"{value} is not a JSON number")
-        return format(value, "f")
-    if isinstance(value, Mapping):
-        return "{" + ",".join(f"{json.dumps(str(k))}:{_encode(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(_encode(item) for item in value) + "]"
-    if isinstance(value, float):
-        raise TypeError("floats are not written on Salesforce's wire; use Decimal")
-    return json.dumps(value)
-
-
-def loads(body: bytes | str) -> Any:
-    """Decode JSON keeping decimal numbers exact (as :class:`~decimal.Decimal`)."""
-    return json.loads(body, parse_float=Decimal)

@@ -38,6 +38,7 @@ from pydantic import ValidationError
 
 from syncline.canonical import Account, CloudEvent
 from syncline.canonical.objects import Contact, Contract, Opportunity, Quote
+from syncline.connectors._json import dumps
 from syncline.connectors.base import (
     CatchUpPage,
     ConnectionSettings,
@@ -57,7 +58,6 @@ from syncline.connectors.salesforce.client import (
     JwtBearer,
     TokenAuth,
     data_path,
-    dumps,
 )
 from syncline.connectors.salesforce.errors import error_for, error_from_response, first_error, transport_errors
 from syncline.errors import ConfigError, DataQualityError, DeliveryError, SignatureError, SynclineError, TransientError

@@ -57,14 +57,13 @@ import httpx
 import orjson
 from fastapi import FastAPI, Request, Response
 
+from syncline.connectors._json import dumps, loads
 from syncline.connectors.salesforce.client import (
     API_VERSION,
     CALL_OPTIONS_HEADER,
     CLIENT_CREDENTIALS_GRANT,
     JWT_BEARER_GRANT,
     LIMIT_HEADER,
-    dumps,
-    loads,
 )
 from syncline.connectors.salesforce.inbound import OUTBOUND_NS, SOAP_ENVELOPE, XSI_NS, RelaySignature
 from syncline.sandbox import ServerThread
