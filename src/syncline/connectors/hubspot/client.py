@@ -25,6 +25,7 @@ from typing import Final
 
 import httpx
 
+from syncline.connectors._signatures import header_value
 from syncline.connectors.base import Limits
 from syncline.errors import SignatureError
 
@@ -121,8 +122,8 @@ class SignatureV3:
 
     def verify(self, headers: Mapping[str, str], body: bytes, *, method: str, url: str, now: float) -> None:
         """Raise SignatureError unless the signature matches and the timestamp is fresh."""
-        given = _header(headers, SIGNATURE_HEADER)
-        stamp = _header(headers, TIMESTAMP_HEADER)
+        given = header_value(headers, SIGNATURE_HEADER)
+        stamp = header_value(headers, TIMESTAMP_HEADER)
         if not given or not stamp:
             raise SignatureError("X-HubSpot-Signature-v3 or X-HubSpot-Request-Timestamp is missing",
                                  code="signature_missing")
@@ -142,8 +143,3 @@ class SignatureV3:
             )
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:
-        value = next((v for k, v in headers.items() if k.lower() == name), None)
-    return value

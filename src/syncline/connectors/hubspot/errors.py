@@ -26,12 +26,13 @@ only a person can untangle.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
 
+from syncline.connectors._http import transport_errors as _transport_errors
 from syncline.errors import (
     AuthConfigError,
     DataQualityError,
@@ -110,19 +111,9 @@ def rate_limit_wait(headers: Mapping[str, str]) -> float | None:
     return DEFAULT_WINDOW_SECONDS if interval is None else None
 
 
-@contextmanager
-def transport_errors(what: str) -> Iterator[None]:
-    """Turn httpx failures inside the block into TransientError; no httpx exception escapes."""
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        # The write may have happened; the upsert by unique property makes the retry safe.
-        raise TransientError(f"{what}: HubSpot did not answer in time ({type(exc).__name__})",
-                             code="timeout") from exc
-    except httpx.InvalidURL as exc:
-        raise AuthConfigError(f"{what}: invalid HubSpot URL ({exc})", code="config_invalid") from exc
-    except httpx.HTTPError as exc:
-        raise TransientError(f"{what}: {type(exc).__name__} talking to HubSpot", code="network") from exc
+def transport_errors(what: str) -> AbstractContextManager[None]:
+    """Turn httpx failures inside the block into Syncline errors (see :mod:`syncline.connectors._http`)."""
+    return _transport_errors("HubSpot", what, network_code="network")
 
 
 def _sub_category(body: Mapping[str, Any]) -> str | None:

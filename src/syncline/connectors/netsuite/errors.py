@@ -29,12 +29,12 @@ its Authorization header) is never put in a message.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
 
+from syncline.connectors._http import transport_errors as _transport_errors
 from syncline.errors import (
     AuthConfigError,
     BusinessRuleError,
@@ -85,19 +85,9 @@ def error_from_response(response: httpx.Response) -> DeliveryError:
     return error
 
 
-@contextmanager
-def transport_errors(what: str) -> Iterator[None]:
-    """Turn httpx failures inside the block into TransientError; no httpx exception escapes."""
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        # The write may have happened; the upsert by external id makes the retry safe.
-        raise TransientError(f"{what}: NetSuite did not answer in time ({type(exc).__name__})",
-                             code="timeout") from exc
-    except httpx.InvalidURL as exc:
-        raise AuthConfigError(f"{what}: invalid NetSuite URL ({exc})", code="config_invalid") from exc
-    except httpx.HTTPError as exc:
-        raise TransientError(f"{what}: {type(exc).__name__} talking to NetSuite ({exc})") from exc
+def transport_errors(what: str) -> AbstractContextManager[None]:
+    """Turn httpx failures inside the block into Syncline errors (see :mod:`syncline.connectors._http`)."""
+    return _transport_errors("NetSuite", what)
 
 
 def _first_error_detail(response: httpx.Response) -> tuple[str, str, str | None]:

@@ -31,12 +31,13 @@ UNABLE_TO_LOCK_ROW                                    TransientError (row lock c
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
 
+from syncline.connectors._http import transport_errors as _transport_errors
 from syncline.errors import (
     AuthConfigError,
     DataQualityError,
@@ -108,19 +109,9 @@ def first_error(body: Any, *, fallback: str = "") -> tuple[str, str, list[str]]:
     return code, message, fields
 
 
-@contextmanager
-def transport_errors(what: str) -> Iterator[None]:
-    """Turn httpx failures inside the block into TransientError; no httpx exception escapes."""
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        # The write may have happened; the upsert by external id makes the retry safe.
-        raise TransientError(f"{what}: Salesforce did not answer in time ({type(exc).__name__})",
-                             code="timeout") from exc
-    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-        raise AuthConfigError(f"{what}: invalid Salesforce URL ({exc})", code="config_invalid") from exc
-    except httpx.HTTPError as exc:
-        raise TransientError(f"{what}: {type(exc).__name__} talking to Salesforce ({exc})") from exc
+def transport_errors(what: str) -> AbstractContextManager[None]:
+    """Turn httpx failures inside the block into Syncline errors (see :mod:`syncline.connectors._http`)."""
+    return _transport_errors("Salesforce", what)
 
 
 def _json(response: httpx.Response) -> Any:

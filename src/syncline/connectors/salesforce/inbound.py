@@ -56,7 +56,6 @@ sent only after the message is stored. Each Notification decodes to ``<type>.upd
 from __future__ import annotations
 
 import hashlib
-import hmac
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,6 +67,7 @@ import httpx
 
 from syncline.canonical import CloudEvent, make_event
 from syncline.canonical.objects import OpportunityStage
+from syncline.connectors._signatures import TimestampedHmac
 from syncline.connectors.base import CatchUpPage, Identity
 from syncline.connectors.salesforce import mapping
 from syncline.connectors.salesforce.client import API_VERSION, ApiBudget, data_path
@@ -98,43 +98,11 @@ CATCH_UP_FIELDS: Mapping[str, tuple[str, ...]] = {
 
 
 # -- authenticity -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RelaySignature:
-    """Check or produce the relay's ``X-Syncline-Signature: t=<ts>,v1=<hex>`` header."""
+class RelaySignature(TimestampedHmac):
+    """Check or produce the relay's ``X-Syncline-Signature: t=<ts>,v1=<hex>`` header (Stripe's scheme)."""
 
-    secret: str
-    tolerance_seconds: float = 300
-
-    def _digest(self, timestamp: str, body: bytes) -> str:
-        return hmac.new(self.secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-
-    def sign(self, body: bytes, timestamp: int) -> str:
-        """Return the header value for ``body`` signed at ``timestamp``."""
-        return f"t={timestamp},v1={self._digest(str(timestamp), body)}"
-
-    def verify(self, headers: Mapping[str, str], body: bytes, *, now: float) -> None:
-        """Raise SignatureError unless a ``v1`` matches and ``t`` is within the tolerance of ``now``."""
-        header = _header(headers, SIGNATURE_HEADER)
-        if not header:
-            raise SignatureError("X-Syncline-Signature header is missing", code="signature_missing")
-        timestamp, candidates = "", []
-        for part in header.split(","):
-            key, _, value = part.strip().partition("=")
-            if key == "t":
-                timestamp = value
-            elif key == "v1":
-                candidates.append(value)
-        if not timestamp.isascii() or not timestamp.isdigit() or not candidates:
-            raise SignatureError("X-Syncline-Signature is malformed (needs t=<seconds>,v1=<hex>)",
-                                 code="signature_malformed")
-        expected = self._digest(timestamp, body)
-        # a list, not a generator: every candidate is compared, so timing does not tell which matched
-        if not any([hmac.compare_digest(expected, candidate) for candidate in candidates]):
-            raise SignatureError("X-Syncline-Signature does not match the body", code="signature_mismatch")
-        age = now - int(timestamp)
-        if abs(age) > self.tolerance_seconds:
-            raise SignatureError(f"X-Syncline-Signature is {int(age)} s old (tolerance "
-                                 f"{int(self.tolerance_seconds)} s)", code="signature_stale")
+    def __init__(self, secret: str, tolerance_seconds: float = 300) -> None:
+        super().__init__(secret, SIGNATURE_HEADER, "X-Syncline-Signature", tolerance_seconds)
 
 
 def verify_outbound_message(message: Mapping[str, Any], organization_id: str | None,
@@ -416,13 +384,6 @@ def _snapshot(entity: str, record: Mapping[str, Any], user_id: str | None, clien
 
 
 # -- small pieces -----------------------------------------------------------------------------
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:
-        value = next((v for k, v in headers.items() if k.lower() == name), None)
-    return value
-
-
 def _change_header(payload: Any) -> Mapping[str, Any]:
     body = payload.get("payload") if isinstance(payload, Mapping) else None
     header = body.get("ChangeEventHeader") if isinstance(body, Mapping) else None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +11,7 @@ import httpx
 from pydantic import BaseModel
 
 from syncline.canonical import CloudEvent, make_event
+from syncline.connectors._signatures import TimestampedHmac
 from syncline.connectors.base import CatchUpPage, Identity
 from syncline.connectors.stripe import mapping
 from syncline.connectors.stripe.errors import (
@@ -20,80 +19,18 @@ from syncline.connectors.stripe.errors import (
     raise_for_stripe,
     translate_transport_errors,
 )
-from syncline.errors import DataQualityError, SignatureError
+from syncline.errors import DataQualityError
 
 SIGNATURE_HEADER = "stripe-signature"
 #: Stripe's page size ceiling for List endpoints.
 PAGE_LIMIT = 100
 
 
-@dataclass(frozen=True)
-class StripeSignature:
-    """Check or produce a ``Stripe-Signature`` header.
+class StripeSignature(TimestampedHmac):
+    """Check or produce a ``Stripe-Signature`` header (the scheme in :mod:`syncline.connectors._signatures`)."""
 
-    Stripe sends
-    ``Stripe-Signature: t=1492774577,v1=5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd``:
-    ``t`` is the unix time of the attempt and each ``v1`` is the hex HMAC-SHA256 of
-    ``f"{t}.".encode() + raw_body`` under the endpoint secret (``whsec_...``); there are several
-    ``v1`` values while a secret is being rolled, and one matching is enough.
-    """
-
-    secret: str
-    tolerance_seconds: float = 300
-
-    def _digest(self, timestamp: str, body: bytes) -> str:
-        return hmac.new(self.secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-
-    def sign(self, body: bytes, timestamp: int) -> str:
-        """Return the header value Stripe would send for ``body`` at ``timestamp``."""
-        return f"t={timestamp},v1={self._digest(str(timestamp), body)}"
-
-    def verify(self, headers: Mapping[str, str], body: bytes, *, now: float) -> None:
-        """Raise SignatureError unless a ``v1`` matches and ``t`` is within the tolerance of ``now``."""
-        header = _header(headers, SIGNATURE_HEADER)
-        if not header:
-            raise SignatureError("Stripe-Signature header is missing", code="signature_missing")
-        timestamp, candidates = _parse(header)
-        expected = self._digest(timestamp, body)
-        # compare every candidate so timing does not reveal which one matched
-        matched = [hmac.compare_digest(expected, candidate) for candidate in candidates]
-        if not any(matched):
-            raise SignatureError("Stripe-Signature has no v1 signature matching the body",
-                                 code="signature_mismatch")
-        age = now - int(timestamp)
-        if abs(age) > self.tolerance_seconds:
-            raise SignatureError(
-                f"Stripe-Signature timestamp is {int(age)} s from now "
-                f"(tolerance {int(self.tolerance_seconds)} s)",
-                code="signature_stale",
-            )
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:
-        value = next((v for k, v in headers.items() if k.lower() == name), None)
-    return value
-
-
-def _parse(header: str) -> tuple[str, list[str]]:
-    timestamps: list[str] = []
-    candidates: list[str] = []
-    for part in header.split(","):
-        key, sep, value = part.strip().partition("=")
-        if not sep:
-            raise SignatureError("Stripe-Signature is malformed (expected key=value pairs)",
-                                 code="signature_malformed")
-        if key == "t":
-            timestamps.append(value)
-        elif key == "v1":
-            candidates.append(value.strip())
-    if len(timestamps) != 1 or not timestamps[0].isdigit() or not timestamps[0].isascii():
-        raise SignatureError("Stripe-Signature is malformed (needs exactly one numeric t=)",
-                             code="signature_malformed")
-    if not candidates:
-        raise SignatureError("Stripe-Signature is malformed (no v1= signature)", code="signature_malformed")
-    return timestamps[0], candidates
+    def __init__(self, secret: str, tolerance_seconds: float = 300) -> None:
+        super().__init__(secret, SIGNATURE_HEADER, "Stripe-Signature", tolerance_seconds)
 
 
 def identify_event(payload: Any) -> Identity:

@@ -26,14 +26,14 @@ Messages carry Zendesk's own description, which never echoes our credentials; th
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
 
+from syncline.connectors._http import transport_errors as _transport_errors
 from syncline.errors import (
-    AuthConfigError,
     DataQualityError,
     DeliveryError,
     TransientError,
@@ -76,20 +76,9 @@ def job_result_error(result: Mapping[str, Any], what: str) -> DataQualityError:
                             field=field, vendor_code=code)
 
 
-@contextmanager
-def transport_errors(what: str) -> Iterator[None]:
-    """Turn httpx failures inside the block into TransientError; no httpx exception escapes."""
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        # The write may have happened; external-id upserts and look-up-before-create make the
-        # retry safe.
-        raise TransientError(f"{what}: Zendesk did not answer in time ({type(exc).__name__})",
-                             code="timeout") from exc
-    except httpx.InvalidURL as exc:
-        raise AuthConfigError(f"{what}: invalid Zendesk URL ({exc})", code="config_invalid") from exc
-    except httpx.HTTPError as exc:
-        raise TransientError(f"{what}: {type(exc).__name__} talking to Zendesk ({exc})") from exc
+def transport_errors(what: str) -> AbstractContextManager[None]:
+    """Turn httpx failures inside the block into Syncline errors (see :mod:`syncline.connectors._http`)."""
+    return _transport_errors("Zendesk", what)
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:

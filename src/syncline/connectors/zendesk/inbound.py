@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from syncline.canonical import CloudEvent, make_event
+from syncline.connectors._signatures import header_value
 from syncline.connectors.base import CatchUpPage, Identity
 from syncline.connectors.zendesk import mapping
 from syncline.connectors.zendesk.client import API
@@ -73,8 +74,8 @@ class WebhookSignature:
 
     def verify(self, headers: Mapping[str, str], body: bytes, *, now: float) -> None:
         """Raise SignatureError unless the signature matches and its timestamp is recent."""
-        signature = _header(headers, SIGNATURE_HEADER)
-        stamp = _header(headers, TIMESTAMP_HEADER)
+        signature = header_value(headers, SIGNATURE_HEADER)
+        stamp = header_value(headers, TIMESTAMP_HEADER)
         if not signature or not stamp:
             missing = SIGNATURE_HEADER if not signature else TIMESTAMP_HEADER
             raise SignatureError(f"{missing} header is missing", code="signature_missing")
@@ -91,14 +92,6 @@ class WebhookSignature:
                 f"webhook signed {int(age)} s from now (tolerance {int(self.tolerance_seconds)} s)",
                 code="signature_stale",
             )
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:
-        lowered = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
-    return value
 
 
 def identify_event(payload: Any) -> Identity:
