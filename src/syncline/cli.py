@@ -12,26 +12,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from syncline._cli_support import DEFAULT_CONFIG, ConfigOption, console, err, fail
 from syncline.errors import SynclineError
 
 app = typer.Typer(help="Syncline: quote-to-cash integration middleware.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
-console = Console()
-err = Console(stderr=True)
-
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="project configuration file")]
-DEFAULT_CONFIG = Path("syncline.yaml")
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=2)
-
-
 def _load(config: Path) -> Any:
     from syncline.config import load_config
     from syncline.runtime import Syncline
@@ -40,7 +28,7 @@ def _load(config: Path) -> Any:
         syncline = Syncline(load_config(config))
         syncline.migrate()
     except SynclineError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     return syncline
 
 
@@ -54,7 +42,7 @@ def init(
 
     target = directory / "syncline.yaml"
     if target.exists() and not force:
-        raise _fail(f"{target} exists; pass --force to overwrite it")
+        raise fail(f"{target} exists; pass --force to overwrite it")
     directory.mkdir(parents=True, exist_ok=True)
     target.write_text(TEMPLATE)
     console.print(f"wrote {target}: set the secrets it references, then `syncline run -c {target}`")
@@ -185,7 +173,7 @@ def replay(
     from syncline.pipeline import operations
 
     if not (delivery or connection or correlation_id or since_hours):
-        raise _fail("replay needs a filter: --id, --connection, --correlation-id or --since-hours")
+        raise fail("replay needs a filter: --id, --connection, --correlation-id or --since-hours")
     syncline = _load(config)
     count = operations.replay(syncline.engine, _filter(delivery, connection, None, correlation_id, since_hours))
     console.print(f"re-queued {count} deliveries for replay")
@@ -202,7 +190,7 @@ def pause(
 
     syncline = _load(config)
     if connection not in syncline.connectors:
-        raise _fail(f"no connection named {connection!r}")
+        raise fail(f"no connection named {connection!r}")
     operations.pause(syncline.engine, connection, reason)
     console.print(f"{connection} paused")
 
@@ -217,7 +205,7 @@ def resume(
 
     syncline = _load(config)
     if connection not in syncline.connectors:
-        raise _fail(f"no connection named {connection!r}")
+        raise fail(f"no connection named {connection!r}")
     operations.resume(syncline.engine, connection)
     console.print(f"{connection} resumed")
 
@@ -233,13 +221,13 @@ def catch_up_command(
     syncline = _load(config)
     connector = syncline.connectors.get(connection)
     if connector is None:
-        raise _fail(f"no connection named {connection!r}")
+        raise fail(f"no connection named {connection!r}")
     try:
         seen, new = asyncio.run(
             catch_up(syncline.engine, connector, syncline.limits[connection], syncline.budgets[connection])
         )
     except SynclineError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     console.print(f"{connection}: {seen} events listed, {new} were missing and are now in the inbox")
 
 
@@ -335,7 +323,7 @@ def demo(
             table.add_row(what, str(count))
         console.print(table)
         if duplicates or ns["records"].get("invoice", 0) != invoices:
-            raise _fail("some invoices did not reach NetSuite exactly once; see `syncline status`")
+            raise fail("some invoices did not reach NetSuite exactly once; see `syncline status`")
     finally:
         api.stop()
         syncline.close()

@@ -6,39 +6,19 @@ import getpass
 import json
 import os
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine
 
+from syncline._cli_support import DEFAULT_CONFIG, ConfigOption, console, err, open_store
 from syncline.api.auth import Principal, Role
 
 __all__ = ["audit_app", "keys_app"]
 
 keys_app = typer.Typer(help="API keys and console users.", no_args_is_help=True)
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
 
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="project configuration file")]
-DEFAULT_CONFIG = Path("syncline.yaml")
-
-
-def _engine(config: Path) -> Engine:
-    from syncline.config import load_config
-    from syncline.errors import SynclineError
-    from syncline.store import create_store_engine, migrate
-
-    try:
-        engine = create_store_engine(load_config(config).store)
-        migrate(engine)
-    except SynclineError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(code=2) from None
-    return engine
 
 
 def _local_admin() -> Principal:
@@ -61,7 +41,7 @@ def create(
     from syncline.api.auth import create_key
     from syncline.observe.audit import audit
 
-    engine = _engine(config)
+    engine = open_store(config)
     try:
         principal = _local_admin()
         key_id, key = create_key(engine, name, role, created_by=principal.name, rate_per_minute=rate_per_minute)
@@ -79,7 +59,7 @@ def list_command(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """List API keys (ids, names, roles; never the keys)."""
     from syncline.api.auth import list_keys
 
-    engine = _engine(config)
+    engine = open_store(config)
     try:
         rows = list_keys(engine)
     finally:
@@ -102,7 +82,7 @@ def revoke(
     from syncline.api.auth import revoke_key
     from syncline.observe.audit import audit
 
-    engine = _engine(config)
+    engine = open_store(config)
     try:
         if not revoke_key(engine, key_id):
             err.print(f"[bold red]error:[/] no active key {key_id!r}")
@@ -127,7 +107,7 @@ def add_user(
 
     password = os.environ.get(password_env, "") if password_env else typer.prompt(
         "password", hide_input=True, confirmation_prompt=True)
-    engine = _engine(config)
+    engine = open_store(config)
     try:
         try:
             create_user(engine, username, password, role)
@@ -145,7 +125,7 @@ def verify_command(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Check the audit log's hash chain; exit 1 if any row was edited or deleted."""
     from syncline.observe.audit import verify
 
-    engine = _engine(config)
+    engine = open_store(config)
     try:
         checked, breaks = verify(engine)
     finally:
@@ -168,7 +148,7 @@ def list_entries(
     """Show the newest audit entries."""
     from syncline.observe.audit import entries
 
-    engine = _engine(config)
+    engine = open_store(config)
     try:
         rows = entries(engine, action=action, limit=limit)
     finally:

@@ -9,36 +9,17 @@ from __future__ import annotations
 import getpass
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine
 
+from syncline._cli_support import DEFAULT_CONFIG, ConfigOption, console, err, open_store
 from syncline.errors import SynclineError
 
 tasks_app = typer.Typer(help="Human tasks opened by flows: list, show, claim, complete.", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
 
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="project configuration file")]
 AsOption = Annotated[str | None, typer.Option("--as", help="your name, recorded in the audit log")]
-DEFAULT_CONFIG = Path("syncline.yaml")
-
-
-def _engine(config: Path) -> Engine:
-    from syncline.config import load_config
-    from syncline.store import create_store_engine, migrate
-
-    try:
-        engine = create_store_engine(load_config(config).store)
-        migrate(engine)
-    except SynclineError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(code=2) from None
-    return engine
 
 
 def _when(at: float | None) -> str:
@@ -64,7 +45,7 @@ def tasks_list(
     """List tasks (default: open and claimed)."""
     from syncline.flows.tasks import list_tasks
 
-    engine = _engine(config)
+    engine = open_store(config)
     try:
         found = list_tasks(engine, state=state, kind=kind, owner_role=role, limit=1000)
     finally:
@@ -84,7 +65,7 @@ def tasks_show(task_id: str, config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Show one task with the data needed to decide and its allowed outcomes."""
     from syncline.flows.tasks import get_task
 
-    engine = _engine(config)
+    engine = open_store(config)
     try:
         task = _run(lambda: get_task(engine, task_id))
     finally:
@@ -103,7 +84,7 @@ def tasks_claim(
     from syncline.flows.tasks import claim_task
 
     who = actor or getpass.getuser()
-    engine = _engine(config)
+    engine = open_store(config)
     try:
         task = _run(lambda: claim_task(engine, task_id, who, force=force))
     finally:
@@ -123,7 +104,7 @@ def tasks_complete(
     from syncline.flows.tasks import complete_task
 
     who = actor or getpass.getuser()
-    engine = _engine(config)
+    engine = open_store(config)
     try:
         task = _run(lambda: complete_task(engine, task_id, outcome, who, reason=reason))
     finally:
@@ -139,7 +120,7 @@ def trace_command(
     """Print the whole timeline of one deal across all systems."""
     from syncline.flows.trace import trace
 
-    engine = _engine(config)
+    engine = open_store(config)
     try:
         found = trace(engine, reference)
     finally:

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from syncline._cli_support import DEFAULT_CONFIG, ConfigOption, console, fail
 from syncline.errors import SynclineError
 
 ledger_app = typer.Typer(help="The ledger: journal entries, FX rates, accounting periods.", no_args_is_help=True)
@@ -20,15 +20,6 @@ rates_app = typer.Typer(help="Exchange rates.", no_args_is_help=True)
 ledger_app.add_typer(periods_app, name="periods")
 ledger_app.add_typer(rates_app, name="rates")
 
-console = Console()
-err = Console(stderr=True)
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="project configuration file")]
-DEFAULT_CONFIG = Path("syncline.yaml")
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=2)
 
 
 def _open(config: Path) -> tuple[Any, Any]:
@@ -41,14 +32,14 @@ def _open(config: Path) -> tuple[Any, Any]:
         syncline = Syncline(load_config(config))
         syncline.migrate()
     except SynclineError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     ledger = syncline.config.ledger
     if ledger is None:
         syncline.close()
-        raise _fail(f"{config} has no ledger: section")
+        raise fail(f"{config} has no ledger: section")
     if ledger.erp is not None and ledger.erp.connection not in syncline.connectors:
         syncline.close()
-        raise _fail(f"ledger.erp.connection {ledger.erp.connection!r} is not a configured connection")
+        raise fail(f"ledger.erp.connection {ledger.erp.connection!r} is not a configured connection")
     return syncline, LedgerStore(syncline.engine, ledger)
 
 
@@ -61,7 +52,7 @@ def rates_load(csv_path: Annotated[Path, typer.Argument(help="CSV with date,base
     try:
         rates = read_rates_csv(csv_path)
     except (SynclineError, OSError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     syncline, store = _open(config)
     try:
         console.print(f"loaded {store.load_rates(rates)} rates from {csv_path}")
@@ -81,12 +72,12 @@ def periods_load(csv_path: Annotated[Path, typer.Argument(help="CSV with entity,
                               date.fromisoformat(row["end"]), PeriodStatus(row["status"]))
                        for row in csv.DictReader(handle)]
     except (OSError, KeyError, ValueError) as exc:
-        raise _fail(f"{csv_path}: cannot read periods: {exc}") from None
+        raise fail(f"{csv_path}: cannot read periods: {exc}") from None
     syncline, store = _open(config)
     try:
         console.print(f"loaded {store.load_periods(periods, origin='file')} periods from {csv_path}")
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     finally:
         syncline.close()
 
@@ -103,7 +94,7 @@ def periods_sync(
         periods = asyncio.run(_read_erp(syncline, connection, entity or list(store.config.entities)))
         console.print(f"loaded {store.load_periods(periods, origin=connection)} periods from {connection}")
     except SynclineError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     finally:
         syncline.close()
 
@@ -121,7 +112,7 @@ def periods_check(
         with syncline.engine.connect() as conn:
             calendar = store.calendar(conn)
     except SynclineError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     finally:
         syncline.close()
     differences = calendar_differences(calendar, erp)
@@ -191,7 +182,7 @@ def drill_down(summary_id: str, config: ConfigOption = DEFAULT_CONFIG) -> None:
     finally:
         syncline.close()
     if not entries:
-        raise _fail(f"no entries folded into {summary_id}")
+        raise fail(f"no entries folded into {summary_id}")
     table = Table("entry", "date", "entity", "currency", "source documents", "memo")
     for entry in entries:
         table.add_row(entry.id, str(entry.posting_date), entry.legal_entity_id, entry.currency,
@@ -212,7 +203,7 @@ def post_held(
         with syncline.engine.begin() as conn:
             entry = store.post_held(conn, entry_id, period, by=by)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     finally:
         syncline.close()
     console.print(f"{entry.id}: posted {entry.posting_date} into period {entry.posting_period}")
