@@ -29,3 +29,17 @@ def transport_errors(vendor: str, what: str, *, network_code: str = "transient")
     except httpx.HTTPError as exc:
         raise TransientError(f"{what}: {type(exc).__name__} talking to {vendor} ({exc})",
                              code=network_code) from exc
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Return the response's ``Retry-After`` in seconds, or None when absent or an HTTP-date.
+
+    An HTTP-date is legal too; the pipeline's own backoff is a fine fallback for it.
+    """
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

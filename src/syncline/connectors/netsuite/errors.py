@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 
+from syncline.connectors._http import retry_after as retry_after_header
 from syncline.connectors._http import transport_errors as _transport_errors
 from syncline.errors import (
     AuthConfigError,
@@ -64,7 +65,7 @@ def error_from_response(response: httpx.Response) -> DeliveryError:
     """Return the Syncline error for a NetSuite answer that is not a success."""
     status = response.status_code
     code, detail, path = _first_error_detail(response)
-    retry_after = _retry_after(response)
+    retry_after = retry_after_header(response)
     message = f"NetSuite answered {status}" + (f" {code}" if code else "") + (f": {detail}" if detail else "")
     details: dict[str, Any] = {"status": status, "vendor_code": code, "error_path": path}
     if status == 429 or code in RATE_LIMIT_CODES:
@@ -114,14 +115,3 @@ def _field_name(path: str | None, detail: str) -> str | None:
     if not path:
         return None
     return _INDEX.sub("", path).rstrip(".").rsplit(".", 1)[-1]
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        # An HTTP-date is allowed too; the pipeline's own backoff is a fine fallback for it.
-        return None

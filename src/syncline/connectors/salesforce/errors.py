@@ -37,6 +37,7 @@ from typing import Any
 
 import httpx
 
+from syncline.connectors._http import retry_after as retry_after_header
 from syncline.connectors._http import transport_errors as _transport_errors
 from syncline.errors import (
     AuthConfigError,
@@ -60,7 +61,7 @@ def error_from_response(response: httpx.Response, *, what: str = "Salesforce req
     """Return the Syncline error for a Salesforce answer that is not a success."""
     status = response.status_code
     body = _json(response)
-    retry_after = _retry_after(response)
+    retry_after = retry_after_header(response)
     if status == 300:
         matches = [str(url) for url in body] if isinstance(body, list) else []
         return DataQualityError(
@@ -118,15 +119,4 @@ def _json(response: httpx.Response) -> Any:
     try:
         return response.json()
     except ValueError:
-        return None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        # An HTTP-date is allowed too; the pipeline's own backoff is a fine fallback for it.
         return None

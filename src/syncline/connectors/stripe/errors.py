@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from syncline.connectors._http import retry_after
 from syncline.errors import (
     AuthConfigError,
     BusinessRuleError,
@@ -44,15 +45,10 @@ DEFAULT_RATE_LIMIT_WAIT_SECONDS = 1.0
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        if response.status_code == 429 and response.headers.get("stripe-rate-limited-reason"):
-            return DEFAULT_RATE_LIMIT_WAIT_SECONDS
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date; the pipeline's own backoff is good enough then
+    if "retry-after" not in response.headers and response.status_code == 429 \
+            and response.headers.get("stripe-rate-limited-reason"):
+        return DEFAULT_RATE_LIMIT_WAIT_SECONDS
+    return retry_after(response)
 
 
 def _error_body(response: httpx.Response) -> dict[str, Any]:

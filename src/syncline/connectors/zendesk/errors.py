@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from syncline.connectors._http import retry_after as retry_after_header
 from syncline.connectors._http import transport_errors as _transport_errors
 from syncline.errors import (
     DataQualityError,
@@ -47,7 +48,7 @@ def error_from_response(response: httpx.Response, what: str = "") -> DeliveryErr
     """Return the Syncline error for a Zendesk answer that is not a success."""
     status = response.status_code
     code, description, field, field_error = _error_body(response)
-    retry_after = retry_after_seconds(response)
+    retry_after = retry_after_header(response)
     prefix = f"{what}: " if what else ""
     message = (f"{prefix}Zendesk answered {status}" + (f" {code}" if code else "")
                + (f": {description}" if description else ""))
@@ -79,18 +80,6 @@ def job_result_error(result: Mapping[str, Any], what: str) -> DataQualityError:
 def transport_errors(what: str) -> AbstractContextManager[None]:
     """Turn httpx failures inside the block into Syncline errors (see :mod:`syncline.connectors._http`)."""
     return _transport_errors("Zendesk", what)
-
-
-def retry_after_seconds(response: httpx.Response) -> float | None:
-    """Return ``Retry-After`` in seconds (Zendesk sends whole seconds), or None."""
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        # An HTTP-date is legal too; the pipeline's own backoff is a fine fallback for it.
-        return None
 
 
 def _error_body(response: httpx.Response) -> tuple[str, str, str | None, str | None]:
